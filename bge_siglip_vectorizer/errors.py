@@ -1,0 +1,89 @@
+"""Every exception the package raises.
+
+Input errors carry the position of the offending item in the caller's list (``index``) and, when known, where it
+came from (``source``: a path or URL), so a message such as ``image #3 ('photos/x.jpg'): truncated image data`` tells
+the user exactly which item to fix. They subclass :class:`ValueError` so generic ``except ValueError`` code still
+catches them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BGESigLIPError",
+    "InvalidInputError",
+    "InvalidImageError",
+    "ImageTooLargeError",
+    "ImageFetchError",
+    "UnsupportedImageTypeError",
+    "InvalidTextError",
+    "ModelLoadError",
+    "MissingProjectorError",
+    "DataError",
+]
+
+
+class BGESigLIPError(Exception):
+    """Base class of every error raised by this package."""
+
+
+class InvalidInputError(BGESigLIPError, ValueError):
+    """An input item could not be encoded. Nothing from the call was returned or written."""
+
+    kind = "input"
+
+    def __init__(self, reason: str, *, index: int | None = None, source: str | None = None) -> None:
+        self.reason = reason
+        self.index = index
+        self.source = source
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = self.kind if self.index is None else f"{self.kind} #{self.index}"
+        if self.source is not None:
+            where += f" ({_shorten(self.source)!r})"
+        return f"{where}: {self.reason}"
+
+    def at(self, index: int) -> "InvalidInputError":
+        """The same error, re-addressed to ``index`` (used when a sub-list is encoded for a mixed caller list)."""
+        return type(self)(self.reason, index=index, source=self.source)
+
+
+class InvalidImageError(InvalidInputError):
+    """Unreadable file, not an image, truncated data, bad base64, bad array shape or dtype, ..."""
+
+    kind = "image"
+
+
+class ImageTooLargeError(InvalidImageError):
+    """Pixel count above the configured limit (decompression-bomb guard) or download above the byte cap."""
+
+
+class ImageFetchError(InvalidImageError):
+    """An image URL could not be fetched: unsupported scheme, HTTP error, timeout, too large."""
+
+
+class UnsupportedImageTypeError(InvalidImageError, TypeError):
+    """The item is of a Python type that is not an accepted image input."""
+
+
+class InvalidTextError(InvalidInputError):
+    """Empty text or a non-string item where text was expected."""
+
+    kind = "text"
+
+
+class ModelLoadError(BGESigLIPError):
+    """A model directory, checkpoint or tower could not be loaded."""
+
+
+class MissingProjectorError(ModelLoadError):
+    """The model has no trained projector weights; random weights are never used silently."""
+
+
+class DataError(BGESigLIPError, ValueError):
+    """A training/evaluation data file is missing or has a bad row (the message names the file and row)."""
+
+
+def _shorten(text: str, limit: int = 120) -> str:
+    # base64 payloads and data URIs can be megabytes long; a message needs only their start.
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,74 @@
+"""The ``nn.Module``s: SigLIP-2 NaFlex vision tower + MLP projector, and the frozen text tower with pooling."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TEXT_POOLINGS = ("cls", "mean")
+
+
+def make_projector(vision_hidden: int, dim: int) -> nn.Sequential:
+    """Linear(h, h) -> GELU -> Linear(h, dim); indices 0 and 2 match the research checkpoint's ``projector.*`` keys."""
+    return nn.Sequential(nn.Linear(vision_hidden, vision_hidden), nn.GELU(), nn.Linear(vision_hidden, dim))
+
+
+class ImageEncoder(nn.Module):
+    """Vision tower -> pooled output -> projector -> L2 normalise.
+
+    Also holds the SigLIP ``logit_scale`` / ``logit_bias`` that training learns (init log 10 and -10).
+    """
+
+    def __init__(self, vision: nn.Module, dim: int) -> None:
+        super().__init__()
+        self.vision = vision
+        self.projector = make_projector(vision.config.hidden_size, dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.logit_bias = nn.Parameter(torch.tensor(-10.0))
+
+    def forward(
+        self, pixel_values: torch.Tensor, pixel_attention_mask: torch.Tensor, spatial_shapes: torch.Tensor
+    ) -> torch.Tensor:
+        pooled = self.vision(
+            pixel_values=pixel_values, pixel_attention_mask=pixel_attention_mask, spatial_shapes=spatial_shapes
+        ).pooler_output
+        return F.normalize(self.projector(pooled).float(), dim=-1)
+
+    def projector_state(self) -> dict[str, torch.Tensor]:
+        """The trained head in the research checkpoint's key names."""
+        state = {f"projector.{k}": v for k, v in self.projector.state_dict().items()}
+        state["logit_scale"] = self.logit_scale.detach().reshape(())
+        state["logit_bias"] = self.logit_bias.detach().reshape(())
+        return state
+
+    def load_projector_state(self, state: dict[str, torch.Tensor]) -> None:
+        projector = {k[len("projector."):]: v for k, v in state.items() if k.startswith("projector.")}
+        self.projector.load_state_dict(projector, strict=True)
+        with torch.no_grad():
+            if "logit_scale" in state:
+                self.logit_scale.copy_(state["logit_scale"].reshape(()))
+            if "logit_bias" in state:
+                self.logit_bias.copy_(state["logit_bias"].reshape(()))
+
+
+class TextEncoder(nn.Module):
+    """Any Hugging Face encoder -> CLS token (BGE-M3's dense vector) or masked mean -> L2 normalise."""
+
+    def __init__(self, model: nn.Module, pooling: str = "cls") -> None:
+        super().__init__()
+        if pooling not in TEXT_POOLINGS:
+            raise ValueError(f"pooling must be one of {TEXT_POOLINGS}, got {pooling!r}")
+        self.model = model
+        self.pooling = pooling
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return F.normalize(pooled.float(), dim=-1)

@@ -1,0 +1,150 @@
+"""NaFlex preprocessing: aspect-preserving resize, rescale, normalise, patchify, pad, mask, spatial shapes.
+
+Produces the same tensors as transformers' ``Siglip2ImageProcessor`` (PIL backend): the resize is the same PIL
+bilinear call, and rescale+normalise is applied through a 256-entry lookup table computed with the processor's exact
+arithmetic (float64 rescale, cast to float32, float32 normalise), so values are bit-identical. Work is split in two:
+
+* :func:`patchify` (per image, thread-safe, releases the GIL inside PIL/numpy): resize and cut into ``uint8``
+  patches — one copy of the resized pixels, 4x smaller than float32.
+* :func:`collate` (per batch): one ``np.take`` through the lookup table straight into the padded float32 batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from .inputs import to_rgb
+
+_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
+@dataclass(frozen=True)
+class NaFlexConfig:
+    """Preprocessing settings; defaults are those of google/siglip2-*-naflex."""
+
+    patch_size: int = 16
+    max_num_patches: int = 256
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    rescale_factor: float = 1 / 255
+    resample: str = "bilinear"
+    _lut: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.resample not in _RESAMPLE:
+            raise ValueError(f"resample must be one of {sorted(_RESAMPLE)}, got {self.resample!r}")
+        if self.max_num_patches < 1 or self.patch_size < 1:
+            raise ValueError("patch_size and max_num_patches must be positive")
+        # The processor's arithmetic, per channel, for every possible uint8 value.
+        values = (np.arange(256, dtype=np.float64) * self.rescale_factor).astype(np.float32)
+        mean = np.asarray(self.image_mean, dtype=np.float32)
+        std = np.asarray(self.image_std, dtype=np.float32)
+        lut = ((values[:, None] - mean[None, :]) / std[None, :]).astype(np.float32)  # (256, 3)
+        # Index = value * 3 + channel, so a patch row (p*p*3 values, channel last) maps with one np.take.
+        object.__setattr__(self, "_lut", np.ascontiguousarray(lut.reshape(-1)))
+
+    @property
+    def patch_dim(self) -> int:
+        return self.patch_size * self.patch_size * 3
+
+    def to_dict(self) -> dict:
+        return {
+            "patch_size": self.patch_size,
+            "max_num_patches": self.max_num_patches,
+            "image_mean": list(self.image_mean),
+            "image_std": list(self.image_std),
+            "rescale_factor": self.rescale_factor,
+            "resample": self.resample,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "NaFlexConfig":
+        known = {k: data[k] for k in ("patch_size", "max_num_patches", "rescale_factor", "resample") if k in data}
+        for key in ("image_mean", "image_std"):
+            if key in data:
+                known[key] = tuple(float(v) for v in data[key])
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class PatchedImage:
+    """One image cut into ``uint8`` patches, channel-last within each patch (the processor's layout)."""
+
+    patches: np.ndarray  # (grid_h * grid_w, patch_size * patch_size * 3) uint8
+    grid: tuple[int, int]  # (grid_h, grid_w)
+
+    @property
+    def num_patches(self) -> int:
+        return self.patches.shape[0]
+
+
+def target_size(height: int, width: int, patch_size: int, max_num_patches: int, eps: float = 1e-5) -> tuple[int, int]:
+    """Largest aspect-preserving size, in multiples of ``patch_size``, with at most ``max_num_patches`` patches.
+
+    The same binary search as transformers' ``get_image_size_for_max_num_patches``, so sizes agree exactly.
+    """
+
+    def scaled(scale: float, size: int) -> int:
+        return int(max(patch_size, math.ceil(size * scale / patch_size) * patch_size))
+
+    scale_min, scale_max = eps / 10, 100.0
+    while (scale_max - scale_min) >= eps:
+        scale = (scale_min + scale_max) / 2
+        patches = (scaled(scale, height) / patch_size) * (scaled(scale, width) / patch_size)
+        if patches <= max_num_patches:
+            scale_min = scale
+        else:
+            scale_max = scale
+    return scaled(scale_min, height), scaled(scale_min, width)
+
+
+def patchify(image: Image.Image, config: NaFlexConfig) -> PatchedImage:
+    """Resize an image (any mode) to its NaFlex size and cut it into uint8 patches."""
+    image = to_rgb(image)
+    p = config.patch_size
+    height, width = target_size(image.height, image.width, p, config.max_num_patches)
+    if (width, height) != image.size:
+        image = image.resize((width, height), resample=_RESAMPLE[config.resample])
+    pixels = np.asarray(image)  # (H, W, 3) uint8, a view of PIL's buffer where possible
+    gh, gw = height // p, width // p
+    patches = pixels.reshape(gh, p, gw, p, 3).transpose(0, 2, 1, 3, 4).reshape(gh * gw, p * p * 3)
+    return PatchedImage(patches=patches, grid=(gh, gw))
+
+
+def collate(
+    items: Sequence[PatchedImage], config: NaFlexConfig, pad_to: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stack patched images into model inputs, padding to the longest item (or ``pad_to``).
+
+    Returns ``pixel_values`` (B, N, p*p*3) float32, ``pixel_attention_mask`` (B, N) int32 and
+    ``spatial_shapes`` (B, 2) int64, exactly as the processor lays them out.
+    """
+    longest = max(item.num_patches for item in items)
+    length = longest if pad_to is None else pad_to
+    if length < longest:
+        raise ValueError(f"pad_to={pad_to} is shorter than the longest item ({longest} patches)")
+    pixel_values = np.zeros((len(items), length, config.patch_dim), dtype=np.float32)
+    mask = np.zeros((len(items), length), dtype=np.int32)
+    shapes = np.zeros((len(items), 2), dtype=np.int64)
+    channel = np.arange(3, dtype=np.intp)
+    lut = config._lut
+    for row, item in enumerate(items):
+        n = item.num_patches
+        index = item.patches.reshape(n, -1, 3).astype(np.intp) * 3 + channel
+        np.take(lut, index.reshape(n, -1), out=pixel_values[row, :n])
+        mask[row, :n] = 1
+        shapes[row] = item.grid
+    # The processor pads pixel values with 0 (not the normalised value of a 0 pixel); keep that.
+    return pixel_values, mask, shapes
+
+
+def preprocess(
+    images: Sequence[Image.Image], config: NaFlexConfig, pad_to: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``patchify`` + ``collate``: the drop-in equivalent of calling the Siglip2 image processor."""
+    return collate([patchify(image, config) for image in images], config, pad_to=pad_to)

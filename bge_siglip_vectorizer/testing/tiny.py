@@ -1,0 +1,130 @@
+"""``make_tiny_model``: a small random BGE-SigLIP in the real on-disk format, for tests and CI.
+
+The towers are real transformers architectures (``Siglip2VisionModel`` NaFlex, ``XLMRobertaModel``) built from
+configs, the tokenizer is a real Unigram (SentencePiece-style, like XLM-R's) tokenizer trained offline with the
+``tokenizers`` library, and everything is written by the same code that writes trained models. The weights are
+random: vectors from a tiny model are deterministic but carry **no semantic meaning**.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+# A few sentences in several scripts, so the tokenizer covers Latin, Cyrillic, Greek, CJK, Arabic and Devanagari.
+_CORPUS = [
+    "a photo of a dog on the beach",
+    "a red circle on a white background",
+    "ein Hund am Strand",
+    "ein blaues Quadrat oben links",
+    "un chat noir sur un canapé",
+    "un triangle vert en bas à droite",
+    "un perro corriendo en el parque",
+    "кошка спит на окне",
+    "γάτα στο παράθυρο",
+    "海滩上的一只狗",
+    "赤い丸と青い四角",
+    "قطة على النافذة",
+    "समुद्र तट पर एक कुत्ता",
+    "the quick brown fox jumps over the lazy dog 0123456789",
+]
+_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+
+
+def build_tokenizer(vocab_size: int = 400, model_max_length: int = 512):
+    """A Unigram tokenizer with XLM-R's special tokens and template, wrapped for transformers."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=_SPECIAL_TOKENS, unk_token="<unk>", show_progress=False
+    )
+    tokenizer.train_from_iterator(_CORPUS * 4, trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        cls_token="<s>",
+        sep_token="</s>",
+        model_max_length=model_max_length,
+    )
+
+
+def make_tiny_model(
+    directory: str | os.PathLike,
+    *,
+    seed: int = 0,
+    dim: int = 32,
+    vision_hidden: int = 32,
+    vision_layers: int = 2,
+    text_layers: int = 2,
+    max_position_embeddings: int = 514,
+    max_num_patches: int = 256,
+) -> Path:
+    """Build a tiny random BGE-SigLIP and save it to ``directory``; load it with ``Vectorizer.from_pretrained``.
+
+    ``dim`` is the text tower's hidden size and so the vector size. Same ``seed``, same weights.
+    """
+    from transformers import Siglip2VisionConfig, Siglip2VisionModel, XLMRobertaConfig, XLMRobertaModel
+
+    from ..loading import ModelConfig, build_components, save_components
+    from ..preprocess import NaFlexConfig
+
+    tokenizer = build_tokenizer(model_max_length=max_position_embeddings - 2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vision = Siglip2VisionModel(
+            Siglip2VisionConfig(
+                hidden_size=vision_hidden,
+                intermediate_size=2 * vision_hidden,
+                num_hidden_layers=vision_layers,
+                num_attention_heads=2,
+                patch_size=16,
+                num_patches=256,
+            )
+        ).eval()
+        text = XLMRobertaModel(
+            XLMRobertaConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=dim,
+                intermediate_size=2 * dim,
+                num_hidden_layers=text_layers,
+                num_attention_heads=2,
+                max_position_embeddings=max_position_embeddings,
+                type_vocab_size=1,
+                # transformers' default (0.02) makes a tiny random encoder's CLS vector nearly constant across texts;
+                # a wider init keeps tiny-model text vectors distinct, so tests can tell texts apart.
+                initializer_range=0.5,
+                pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            ),
+            add_pooling_layer=False,
+        ).eval()
+        projector = _random_projector(vision_hidden, dim)
+    config = ModelConfig(vision_tower="vision", text_tower="text", text_pooling="cls")
+    config.preprocessing = NaFlexConfig(max_num_patches=max_num_patches).to_dict()
+    components = build_components(vision, text, tokenizer, config, projector)
+    return save_components(components, directory)
+
+
+def _random_projector(hidden: int, dim: int) -> dict[str, torch.Tensor]:
+    first, second = torch.nn.Linear(hidden, hidden), torch.nn.Linear(hidden, dim)
+    return {
+        "projector.0.weight": first.weight.detach(),
+        "projector.0.bias": first.bias.detach(),
+        "projector.2.weight": second.weight.detach(),
+        "projector.2.bias": second.bias.detach(),
+    }

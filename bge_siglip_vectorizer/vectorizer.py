@@ -1,0 +1,368 @@
+"""``Vectorizer``: the one public way to turn images and texts into vectors.
+
+Images stream through a thread pool (decode -> RGB -> NaFlex resize -> uint8 patches) one window ahead of the
+model, so decoding overlaps the forward pass. Within a window, items are de-duplicated by content (identical inputs
+get bit-identical vectors and are computed once) and sorted by patch count, so each batch pads little. Texts are
+tokenised in one call, de-duplicated, sorted by length and batched the same way. Every item is validated on the way;
+the first bad one raises a typed error naming its index, and no vectors are returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Literal, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import __version__
+from .backends import Backend, TorchBackend
+from .errors import InvalidImageError, InvalidInputError
+from .inputs import DEFAULT_LIMITS, ImageInput, ImageLimits, load_image, validate_text
+from .loading import (
+    DEFAULT_TEXT_TOWER,
+    DEFAULT_VISION_TOWER,
+    Components,
+    ModelConfig,
+    build_components,
+    load_components,
+    load_text_tower,
+    load_vision_tower,
+    read_projector,
+    save_components,
+)
+from .preprocess import NaFlexConfig, PatchedImage, collate, patchify
+
+Kind = Literal["text", "image"]
+
+
+@dataclass
+class EncodeStats:
+    """Counters of work done (read by the server's /meta and by tests that check batching)."""
+
+    images: int = 0
+    texts: int = 0
+    image_batches: int = 0
+    text_batches: int = 0
+
+
+class Vectorizer:
+    """BGE-SigLIP encoder: ``encode_images`` and ``encode_texts`` return L2-normalised float32 ``(n, dim)`` arrays
+    in one shared space, so text finds images and images find images.
+
+    Build one with :meth:`from_pretrained` (a saved directory or hub repo) or :meth:`from_towers` (the public
+    towers plus a projector file you trained).
+    """
+
+    def __init__(
+        self,
+        components: Components,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        backend: str | Backend = "torch",
+        max_image_pixels: int | None = None,
+        allow_urls: bool = True,
+        url_timeout_s: float | None = None,
+        num_workers: int | None = None,
+    ) -> None:
+        self.components = components
+        self.preprocessing: NaFlexConfig = components.preprocessing
+        self.text_max_length: int = components.text_max_length
+        self.tokenizer = components.tokenizer
+        self.limits = ImageLimits(
+            max_pixels=max_image_pixels or DEFAULT_LIMITS.max_pixels,
+            url_timeout_s=url_timeout_s or DEFAULT_LIMITS.url_timeout_s,
+            allow_urls=allow_urls,
+        )
+        self.backend: Backend = _make_backend(backend, components, device, dtype)
+        self.num_workers = num_workers or min(8, (os.cpu_count() or 2) + 2)
+        self.stats = EncodeStats()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        pad_id = getattr(self.tokenizer, "pad_token_id", None)
+        self._pad_id = int(pad_id) if pad_id is not None else 0
+
+    # ------------------------------------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        max_num_patches: int | None = None,
+        backend: str = "torch",
+        **kwargs: Any,
+    ) -> "Vectorizer":
+        """Load a BGE-SigLIP directory (see :func:`bge_siglip_vectorizer.loading`) or hub repo.
+
+        ``max_num_patches`` (default: the saved value, 256) trades image detail for speed: 64, 256, 1024, ...
+        Other keyword arguments: ``max_image_pixels``, ``allow_urls``, ``url_timeout_s``, ``num_workers``.
+        """
+        components = load_components(name_or_path, max_num_patches=max_num_patches)
+        return cls(components, device=device, dtype=dtype, backend=backend, **kwargs)
+
+    @classmethod
+    def from_towers(
+        cls,
+        projector: str | os.PathLike,
+        *,
+        vision: str = DEFAULT_VISION_TOWER,
+        text: str = DEFAULT_TEXT_TOWER,
+        text_pooling: str = "cls",
+        device: str | None = None,
+        dtype: str | None = None,
+        max_num_patches: int | None = None,
+        **kwargs: Any,
+    ) -> "Vectorizer":
+        """Compose the public towers (hub ids or local dirs) with a trained ``projector.safetensors``."""
+        state = read_projector(Path(projector))
+        config = ModelConfig(vision_tower=vision, text_tower=text, text_pooling=text_pooling)
+        vision_model = load_vision_tower(vision)
+        text_model, tokenizer = load_text_tower(text)
+        components = build_components(vision_model, text_model, tokenizer, config, state, None, max_num_patches)
+        return cls(components, device=device, dtype=dtype, **kwargs)
+
+    def save_pretrained(self, directory: str | os.PathLike, copy_towers: bool = True) -> Path:
+        """Write a self-describing directory that :meth:`from_pretrained` loads (towers copied by default)."""
+        return save_components(self.components, directory, copy_towers=copy_towers)
+
+    # ------------------------------------------------------------------------------------------------ facts
+    @property
+    def dim(self) -> int:
+        return int(self.components.config.dim)
+
+    @property
+    def max_num_patches(self) -> int:
+        return self.preprocessing.max_num_patches
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able description of the model (for ``bge-siglip info`` and the server's ``/meta``)."""
+        config = self.components.config
+        return {
+            "model": "bge-siglip",
+            "version": __version__,
+            "source": self.components.source,
+            "vision_tower": config.vision_tower,
+            "text_tower": config.text_tower,
+            "dim": self.dim,
+            "text_pooling": config.text_pooling,
+            "text_max_length": self.text_max_length,
+            "max_num_patches": self.max_num_patches,
+            "patch_size": self.preprocessing.patch_size,
+            "vision_hidden_size": int(self.components.image_encoder.vision.config.hidden_size),
+            "vision_layers": int(self.components.image_encoder.vision.config.num_hidden_layers),
+            "text_layers": int(getattr(self.components.text_encoder.model.config, "num_hidden_layers", 0)),
+            "backend": self.backend.name,
+            "device": self.backend.device,
+            "dtype": self.backend.dtype,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Vectorizer(dim={self.dim}, source={self.components.source!r}, max_num_patches={self.max_num_patches}, "
+            f"backend={self.backend.name!r}, device={self.backend.device!r})"
+        )
+
+    # ------------------------------------------------------------------------------------------------ encoding
+    def encode_images(
+        self, images: Iterable[ImageInput], batch_size: int = 32, show_progress: bool | None = None
+    ) -> np.ndarray:
+        """Encode images (paths, URLs, bytes, base64, data URIs, PIL images, uint8 HWC arrays) to ``(n, dim)``."""
+        items = _as_list(images, "images")
+        with self._progress(len(items), batch_size, show_progress, "images") as progress:
+            return self._encode_images(items, list(range(len(items))), batch_size, progress)
+
+    def encode_texts(
+        self, texts: Iterable[str], batch_size: int = 32, show_progress: bool | None = None
+    ) -> np.ndarray:
+        """Encode texts (any language; truncated at the text tower's maximum length) to ``(n, dim)``."""
+        items = _as_list(texts, "texts")
+        with self._progress(len(items), batch_size, show_progress, "texts") as progress:
+            return self._encode_texts(items, list(range(len(items))), batch_size, progress)
+
+    def encode_mixed(
+        self,
+        items: Sequence[Any],
+        kinds: Sequence[Kind],
+        batch_size: int = 32,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
+        """Encode a list mixing texts and images (``kinds[i]`` says which), in order; errors name the mixed index."""
+        if len(items) != len(kinds):
+            raise ValueError(f"items and kinds differ in length ({len(items)} vs {len(kinds)})")
+        out = np.empty((len(items), self.dim), dtype=np.float32)
+        text_pos = [i for i, kind in enumerate(kinds) if kind == "text"]
+        image_pos = [i for i, kind in enumerate(kinds) if kind == "image"]
+        unknown = [i for i, kind in enumerate(kinds) if kind not in ("text", "image")]
+        if unknown:
+            raise ValueError(f"kinds[{unknown[0]}] = {kinds[unknown[0]]!r}; expected 'text' or 'image'")
+        with self._progress(len(items), batch_size, show_progress, "items") as progress:
+            # Texts first: they are validated without decoding, so a bad text fails before any image work.
+            if text_pos:
+                out[text_pos] = self._encode_texts([items[i] for i in text_pos], text_pos, batch_size, progress)
+            if image_pos:
+                out[image_pos] = self._encode_images([items[i] for i in image_pos], image_pos, batch_size, progress)
+        return out
+
+    # ------------------------------------------------------------------------------------------------ internals
+    def _progress(self, total: int, batch_size: int, show: bool | None, unit: str):
+        if show is None:
+            show = total > batch_size and sys.stderr.isatty()
+        if not show:
+            return contextlib.nullcontext()
+        return tqdm(total=total, unit=unit[:-1] if unit.endswith("s") else unit, desc=f"encoding {unit}", leave=False)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="bge-siglip-decode")
+            return self._pool
+
+    def _prepare_image(self, item: Any, position: int) -> tuple[PatchedImage, bytes]:
+        image = load_image(item, position, self.limits)
+        try:
+            patched = patchify(image, self.preprocessing)
+        except Exception as exc:  # noqa: BLE001 - a PIL/numpy failure must still name the item
+            raise InvalidImageError(f"cannot preprocess image ({type(exc).__name__}: {exc})", index=position) from None
+        digest = hashlib.blake2b(patched.patches.data, digest_size=16)
+        digest.update(np.asarray(patched.grid, dtype=np.int64).tobytes())
+        return patched, digest.digest()
+
+    def _encode_images(self, items: list[Any], positions: list[int], batch_size: int, progress) -> np.ndarray:
+        _check_batch_size(batch_size)
+        n = len(items)
+        out = np.empty((n, self.dim), dtype=np.float32)
+        if n == 0:
+            return out
+        window = max(4 * batch_size, 64)
+        pool = self._executor()
+
+        def submit(start: int) -> list[Future]:
+            return [pool.submit(self._prepare_image, items[i], positions[i]) for i in range(start, min(start + window, n))]
+
+        pending = submit(0)
+        try:
+            for start in range(0, n, window):
+                current = pending
+                prepared = [future.result() for future in current]  # in order: the first bad item raises
+                pending = submit(start + window) if start + window < n else []
+                self._forward_images(prepared, out[start : start + len(prepared)], batch_size, progress)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+        return out
+
+    def _forward_images(self, prepared: list[tuple[PatchedImage, bytes]], out: np.ndarray, batch_size: int, progress) -> None:
+        first_of: dict[bytes, int] = {}
+        duplicates: list[tuple[int, int]] = []
+        unique: list[int] = []
+        for i, (_, digest) in enumerate(prepared):
+            if digest in first_of:
+                duplicates.append((i, first_of[digest]))
+            else:
+                first_of[digest] = i
+                unique.append(i)
+        unique.sort(key=lambda i: prepared[i][0].num_patches, reverse=True)
+        for start in range(0, len(unique), batch_size):
+            rows = unique[start : start + batch_size]
+            pixel_values, mask, shapes = collate([prepared[i][0] for i in rows], self.preprocessing)
+            out[rows] = self.backend.run_images(pixel_values, mask, shapes)
+            self.stats.image_batches += 1
+            self.stats.images += len(rows)
+            if progress is not None:
+                progress.update(len(rows))
+        for row, source in duplicates:
+            out[row] = out[source]
+        if progress is not None and duplicates:
+            progress.update(len(duplicates))
+
+    def _encode_texts(self, items: list[Any], positions: list[int], batch_size: int, progress) -> np.ndarray:
+        _check_batch_size(batch_size)
+        texts = [validate_text(item, position) for item, position in zip(items, positions)]
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        first_of: dict[str, int] = {}
+        for i, text in enumerate(texts):
+            first_of.setdefault(text, i)
+        unique = list(first_of)
+        token_ids = self.tokenizer(
+            unique, truncation=True, max_length=self.text_max_length, return_attention_mask=False
+        )["input_ids"]
+        order = sorted(range(len(unique)), key=lambda i: len(token_ids[i]), reverse=True)
+        vectors = np.empty((len(unique), self.dim), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            length = max(len(token_ids[i]) for i in rows)
+            ids = np.full((len(rows), length), self._pad_id, dtype=np.int64)
+            mask = np.zeros((len(rows), length), dtype=np.int64)
+            for r, i in enumerate(rows):
+                ids[r, : len(token_ids[i])] = token_ids[i]
+                mask[r, : len(token_ids[i])] = 1
+            vectors[rows] = self.backend.run_texts(ids, mask)
+            self.stats.text_batches += 1
+            self.stats.texts += len(rows)
+            if progress is not None:
+                progress.update(len(rows))
+        index_of = {text: i for i, text in enumerate(unique)}
+        out[:] = vectors[[index_of[text] for text in texts]]
+        if progress is not None:
+            progress.update(len(texts) - len(unique))
+        return out
+
+    def close(self) -> None:
+        """Stop the decode threads (also done at interpreter exit)."""
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+
+def _make_backend(backend: str | Backend, components: Components, device, dtype) -> Backend:
+    if not isinstance(backend, str):
+        return backend
+    if backend == "torch":
+        return TorchBackend(components, device=device, dtype=dtype)
+    raise ValueError(f"unknown backend {backend!r}; available: 'torch'")
+
+
+def _as_list(items: Any, what: str) -> list[Any]:
+    if isinstance(items, (str, bytes, os.PathLike)) or (isinstance(items, np.ndarray) and items.ndim == 3 and what == "images" and items.dtype == np.uint8 and items.shape[-1] in (1, 3, 4)):
+        raise InvalidInputError(
+            f"expected a list of {what}, got a single {type(items).__name__}; wrap it in a list", index=None
+        )
+    try:
+        return list(items)
+    except TypeError:
+        raise InvalidInputError(f"expected a list of {what}, got {type(items).__name__}") from None
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+# ---------------------------------------------------------------------------------------------------- sharing
+_SHARED: dict[tuple, Vectorizer] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_vectorizer(model: str | os.PathLike, **options: Any) -> Vectorizer:
+    """One Vectorizer per (model, options) per process: adapters call this so N collections load one model."""
+    path = Path(model).expanduser()
+    key = (str(path.resolve()) if path.exists() else str(model), tuple(sorted((k, repr(v)) for k, v in options.items())))
+    with _SHARED_LOCK:
+        vectorizer = _SHARED.get(key)
+        if vectorizer is None:
+            vectorizer = _SHARED[key] = Vectorizer.from_pretrained(model, **options)
+        return vectorizer
