@@ -1,0 +1,26 @@
+"""pytest plugin (auto-registered through the ``pytest11`` entry point): shared fixtures for adapter tests.
+
+Imports nothing heavy at collection time; the tiny model is built on first use, once per test session.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def bge_siglip_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BGE-SigLIP model directory (real formats, no semantic meaning)."""
+    from .tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("bge-siglip-tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def bge_siglip_vectorizer(bge_siglip_model_dir: Path):
+    """The process-wide shared Vectorizer for the tiny model (the same instance adapters get)."""
+    from ..vectorizer import shared_vectorizer
+
+    return shared_vectorizer(bge_siglip_model_dir, device="cpu")
