@@ -261,3 +261,22 @@ def _fetch(url: str, index: int | None, limits: ImageLimits) -> bytes:
     except httpx.HTTPError as exc:
         raise ImageFetchError(f"download failed ({type(exc).__name__}: {exc})", index=index, source=url) from None
     return b"".join(chunks)
+
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif", ".ppm", ".pgm", ".tga", ".ico"}
+)
+
+
+def list_image_files(paths: Union[str, os.PathLike, "list[str | os.PathLike]"], recursive: bool = True) -> list[Path]:
+    """Expand files and folders into a sorted list of image files (by extension); files given directly are kept."""
+    roots = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    found: list[Path] = []
+    for root in roots:
+        root = Path(root).expanduser()
+        if root.is_dir():
+            pattern = "**/*" if recursive else "*"
+            found.extend(sorted(p for p in root.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS))
+        else:
+            found.append(root)  # a missing file is reported by load_image with its index
+    return found

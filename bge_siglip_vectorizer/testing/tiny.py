@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-# A few sentences in several scripts, so the tokenizer covers Latin, Cyrillic, Greek, CJK, Arabic and Devanagari.
+# Sentences in several scripts: the tiny tokenizer covers Latin, Cyrillic, Greek, CJK, Arabic and Devanagari.
 _CORPUS = [
     "a photo of a dog on the beach",
     "a red circle on a white background",
@@ -33,19 +33,25 @@ _CORPUS = [
 _SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 
-def build_tokenizer(vocab_size: int = 400, model_max_length: int = 512):
-    """A Unigram tokenizer with XLM-R's special tokens and template, wrapped for transformers."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+def build_tokenizer(model_max_length: int = 512):
+    """A Unigram tokenizer with XLM-R's special tokens, template and Metaspace pre-tokenizer, wrapped for transformers.
+
+    The vocabulary is built deterministically (whole corpus words, plus every character with and without the word
+    marker, so any text in these scripts tokenises without <unk>) rather than trained: same tokenizer every run.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer = Tokenizer(models.Unigram())
+    words = sorted({word for line in _CORPUS for word in line.split()})
+    chars = sorted({char for line in _CORPUS for char in line.replace(" ", "")})
+    vocab = [(token, 0.0) for token in _SPECIAL_TOKENS]
+    vocab += [("\u2581" + word, -2.0 - 0.01 * i) for i, word in enumerate(words)]
+    vocab += [("\u2581", -8.0)]
+    vocab += [(piece, -10.0) for char in chars for piece in (char, "\u2581" + char)]
+    tokenizer = Tokenizer(models.Unigram(vocab, unk_id=_SPECIAL_TOKENS.index("<unk>"), byte_fallback=False))
     tokenizer.normalizer = normalizers.NFKC()
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     tokenizer.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size, special_tokens=_SPECIAL_TOKENS, unk_token="<unk>", show_progress=False
-    )
-    tokenizer.train_from_iterator(_CORPUS * 4, trainer)
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
     )

@@ -1,0 +1,159 @@
+"""The encode API: shapes, normalisation, padding invariance, de-duplication, mixed lists, save/load round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bge_siglip_vectorizer import MissingProjectorError, ModelLoadError, Vectorizer, shared_vectorizer
+from bge_siglip_vectorizer.testing import make_tiny_model
+from bge_siglip_vectorizer.testing.images import sample_images
+
+TEXTS = [
+    "a",
+    "a photo of a dog on the beach",
+    "ein Hund am Strand, der einem roten Ball hinterherläuft, während die Sonne untergeht",
+    "海滩上的一只狗",
+    "кошка спит на окне " * 20,
+    "un chat",
+    "γάτα στο παράθυρο",
+    "x " * 300,
+]
+
+
+def test_vectors_are_float32_unit_length(bge_siglip_vectorizer):
+    images = bge_siglip_vectorizer.encode_images(sample_images()[:5])
+    texts = bge_siglip_vectorizer.encode_texts(TEXTS[:3])
+    for vectors, n in ((images, 5), (texts, 3)):
+        assert vectors.dtype == np.float32 and vectors.shape == (n, bge_siglip_vectorizer.dim)
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_image_vectors_do_not_depend_on_the_batch(bge_siglip_vectorizer):
+    images = sample_images(seed=5)  # 15 images, 1x1 to 1600x1200, every mode
+    images.append(images[0].resize((37, 19)))
+    alone = np.stack([bge_siglip_vectorizer.encode_images([image])[0] for image in images])
+    for batch_size in (16, 5, 3):
+        together = bge_siglip_vectorizer.encode_images(images, batch_size=batch_size)
+        assert np.abs(alone - together).max() <= 1e-5
+
+
+def test_text_vectors_do_not_depend_on_the_batch(bge_siglip_vectorizer):
+    alone = np.stack([bge_siglip_vectorizer.encode_texts([text])[0] for text in TEXTS])
+    for batch_size in (8, 3):
+        together = bge_siglip_vectorizer.encode_texts(TEXTS, batch_size=batch_size)
+        assert np.abs(alone - together).max() <= 1e-5
+
+
+def test_different_inputs_give_different_vectors(bge_siglip_vectorizer):
+    # Guards against a collapsed (constant) tiny model: the suite's ranking tests rely on distinct vectors.
+    images = bge_siglip_vectorizer.encode_images(sample_images()[:6])
+    texts = bge_siglip_vectorizer.encode_texts(TEXTS)
+    for vectors in (images, texts):
+        similarity = vectors @ vectors.T
+        assert similarity[~np.eye(len(vectors), dtype=bool)].max() < 0.9999
+
+
+def test_identical_items_get_bit_identical_vectors_and_are_computed_once(bge_siglip_model_dir):
+    vectorizer = Vectorizer.from_pretrained(bge_siglip_model_dir)
+    images = sample_images()[:3]
+    vectors = vectorizer.encode_images([images[0], images[1], images[0], np.asarray(images[0]), images[2]])
+    assert np.array_equal(vectors[0], vectors[2]) and np.array_equal(vectors[0], vectors[3])
+    assert vectorizer.stats.images == 3  # the duplicates were not run through the model
+    texts = vectorizer.encode_texts(["same", "other", "same"])
+    assert np.array_equal(texts[0], texts[2]) and vectorizer.stats.texts == 2
+
+
+def test_batches_sort_by_size(bge_siglip_model_dir):
+    vectorizer = Vectorizer.from_pretrained(bge_siglip_model_dir)
+    vectorizer.encode_images(sample_images(seed=1) + sample_images(seed=2), batch_size=4)
+    assert vectorizer.stats.image_batches == 8  # 30 images / 4 per batch
+    vectorizer.encode_texts(TEXTS, batch_size=3)
+    assert vectorizer.stats.text_batches == 3
+
+
+def test_encode_mixed_keeps_order_and_names_the_mixed_index(bge_siglip_vectorizer):
+    images = sample_images()[:2]
+    mixed = bge_siglip_vectorizer.encode_mixed(
+        ["a dog", images[0], "un chien", images[1]], ["text", "image", "text", "image"]
+    )
+    np.testing.assert_allclose(mixed[[0, 2]], bge_siglip_vectorizer.encode_texts(["a dog", "un chien"]), atol=1e-6)
+    np.testing.assert_allclose(mixed[[1, 3]], bge_siglip_vectorizer.encode_images(images), atol=1e-6)
+    with pytest.raises(ValueError) as info:
+        bge_siglip_vectorizer.encode_mixed(["a dog", images[0], b"junk"], ["text", "image", "image"])
+    assert info.value.index == 2 and str(info.value).startswith("image #2")
+    with pytest.raises(ValueError) as info:
+        bge_siglip_vectorizer.encode_mixed([images[0], ""], ["image", "text"])
+    assert info.value.index == 1
+    with pytest.raises(ValueError, match="kinds"):
+        bge_siglip_vectorizer.encode_mixed(["a"], ["audio"])
+
+
+def test_save_and_load_round_trip(bge_siglip_vectorizer, tmp_path):
+    saved = bge_siglip_vectorizer.save_pretrained(tmp_path / "copy")
+    assert {p.name for p in saved.iterdir()} >= {"bge_siglip_config.json", "projector.safetensors", "vision", "text"}
+    reloaded = Vectorizer.from_pretrained(saved)
+    images = sample_images()[:4]
+    np.testing.assert_array_equal(reloaded.encode_images(images), bge_siglip_vectorizer.encode_images(images))
+    np.testing.assert_array_equal(reloaded.encode_texts(TEXTS), bge_siglip_vectorizer.encode_texts(TEXTS))
+    assert reloaded.describe()["dim"] == bge_siglip_vectorizer.dim
+
+
+def test_saving_with_tower_references_keeps_them(bge_siglip_vectorizer, tmp_path):
+    saved = bge_siglip_vectorizer.save_pretrained(tmp_path / "refs", copy_towers=False)
+    assert not (saved / "vision").exists()
+    reloaded = Vectorizer.from_pretrained(saved)
+    np.testing.assert_array_equal(reloaded.encode_texts(["hund"]), bge_siglip_vectorizer.encode_texts(["hund"]))
+
+
+def test_max_num_patches_override(bge_siglip_model_dir):
+    small = Vectorizer.from_pretrained(bge_siglip_model_dir, max_num_patches=64)
+    assert small.max_num_patches == 64
+    small.encode_images(sample_images()[:2])
+
+
+def test_missing_projector_is_an_error_that_says_how_to_get_one(tmp_path):
+    directory = make_tiny_model(tmp_path / "m")
+    (directory / "projector.safetensors").unlink()
+    with pytest.raises(MissingProjectorError, match="bge-siglip train.*bge-siglip convert"):
+        Vectorizer.from_pretrained(directory)
+
+
+def test_not_a_model_directory(tmp_path):
+    with pytest.raises(ModelLoadError, match="not a BGE-SigLIP model directory"):
+        Vectorizer.from_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match="no such model directory"):
+        Vectorizer.from_pretrained(tmp_path / "absent")
+    checkpoint = tmp_path / "model_checkpoint.pt"
+    checkpoint.write_bytes(b"x")
+    with pytest.raises(ModelLoadError, match="bge-siglip convert"):
+        Vectorizer.from_pretrained(checkpoint)
+
+
+def test_newer_format_version_is_refused(tmp_path):
+    import json
+
+    directory = make_tiny_model(tmp_path / "m")
+    config = json.loads((directory / "bge_siglip_config.json").read_text())
+    config["format_version"] = 99
+    (directory / "bge_siglip_config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="Upgrade"):
+        Vectorizer.from_pretrained(directory)
+
+
+def test_make_tiny_model_is_deterministic(tmp_path, bge_siglip_vectorizer):
+    again = Vectorizer.from_pretrained(make_tiny_model(tmp_path / "again"))
+    np.testing.assert_array_equal(again.encode_texts(TEXTS[:2]), bge_siglip_vectorizer.encode_texts(TEXTS[:2]))
+    other = Vectorizer.from_pretrained(make_tiny_model(tmp_path / "other", seed=1))
+    assert not np.allclose(other.encode_texts(TEXTS[:2]), bge_siglip_vectorizer.encode_texts(TEXTS[:2]))
+
+
+def test_shared_vectorizer_is_one_instance_per_configuration(bge_siglip_model_dir):
+    first = shared_vectorizer(bge_siglip_model_dir, device="cpu")
+    assert shared_vectorizer(str(bge_siglip_model_dir), device="cpu") is first
+    assert shared_vectorizer(bge_siglip_model_dir, device="cpu", max_num_patches=64) is not first
+
+
+def test_bad_batch_size(bge_siglip_vectorizer):
+    with pytest.raises(ValueError, match="batch_size"):
+        bge_siglip_vectorizer.encode_texts(["a"], batch_size=0)
