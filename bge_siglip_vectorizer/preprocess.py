@@ -45,8 +45,7 @@ class NaFlexConfig:
         mean = np.asarray(self.image_mean, dtype=np.float32)
         std = np.asarray(self.image_std, dtype=np.float32)
         lut = ((values[:, None] - mean[None, :]) / std[None, :]).astype(np.float32)  # (256, 3)
-        # Index = value * 3 + channel, so a patch row (p*p*3 values, channel last) maps with one np.take.
-        object.__setattr__(self, "_lut", np.ascontiguousarray(lut.reshape(-1)))
+        object.__setattr__(self, "_lut", np.ascontiguousarray(lut))
 
     @property
     def patch_dim(self) -> int:
@@ -131,12 +130,17 @@ def collate(
     pixel_values = np.zeros((len(items), length, config.patch_dim), dtype=np.float32)
     mask = np.zeros((len(items), length), dtype=np.int32)
     shapes = np.zeros((len(items), 2), dtype=np.int64)
-    channel = np.arange(3, dtype=np.intp)
     lut = config._lut
+    # SigLIP's mean/std are the same for every channel: then one table serves all values, in one np.take.
+    uniform = bool((lut == lut[:, :1]).all())
     for row, item in enumerate(items):
         n = item.num_patches
-        index = item.patches.reshape(n, -1, 3).astype(np.intp) * 3 + channel
-        np.take(lut, index.reshape(n, -1), out=pixel_values[row, :n])
+        if uniform:
+            np.take(lut[:, 0], item.patches, out=pixel_values[row, :n])
+        else:
+            target, source = pixel_values[row, :n].reshape(n, -1, 3), item.patches.reshape(n, -1, 3)
+            for channel in range(3):
+                target[:, :, channel] = lut[source[:, :, channel], channel]
         mask[row, :n] = 1
         shapes[row] = item.grid
     # The processor pads pixel values with 0 (not the normalised value of a 0 pixel); keep that.

@@ -78,3 +78,13 @@ def test_saved_processor_config_reproduces_our_preprocessing(bge_siglip_model_di
 def test_sample_specs_cover_extreme_aspect_ratios():
     ratios = [w / h for w, h, _ in SAMPLE_SPECS]
     assert max(ratios) > 30 and min(ratios) < 1 / 30
+
+
+def test_per_channel_mean_and_std_match_the_processor():
+    # CLIP-style statistics exercise the per-channel path of collate (SigLIP's are uniform).
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    images = sample_images(seed=8)[:6]
+    ours = preprocess(images, NaFlexConfig(max_num_patches=256, image_mean=mean, image_std=std), pad_to=256)
+    processor = Siglip2ImageProcessorPil(max_num_patches=256, image_mean=list(mean), image_std=list(std))
+    reference = processor(images=images, do_convert_rgb=True, return_tensors="np")
+    assert np.abs(ours[0] - reference["pixel_values"]).max() <= 1e-5
