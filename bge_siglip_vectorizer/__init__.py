@@ -17,11 +17,12 @@ from .errors import (  # noqa: E402
     ModelLoadError,
     UnsupportedImageTypeError,
 )
-from .vectorizer import EncodeStats, Vectorizer, shared_vectorizer  # noqa: E402
+from .vectorizer import MODEL_NAME, EncodeStats, Vectorizer, shared_vectorizer  # noqa: E402
 
 __all__ = [
     "__version__",
     "Vectorizer",
+    "MODEL_NAME",
     "EncodeStats",
     "shared_vectorizer",
     "BGESigLIPError",

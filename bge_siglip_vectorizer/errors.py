@@ -43,9 +43,11 @@ class InvalidInputError(BGESigLIPError, ValueError):
             where += f" ({_shorten(self.source)!r})"
         return f"{where}: {self.reason}"
 
-    def at(self, index: int) -> "InvalidInputError":
-        """The same error, re-addressed to ``index`` (used when a sub-list is encoded for a mixed caller list)."""
-        return type(self)(self.reason, index=index, source=self.source)
+    def at(self, index: int | None, where: str | None = None) -> "InvalidInputError":
+        """The same error re-addressed to the caller's ``index`` (adapters map sub-lists back to the user's list),
+        optionally naming the field it came from, e.g. ``where="points[2].vector['image']"``."""
+        reason = self.reason if where is None else f"{self.reason} (at {where})"
+        return type(self)(reason, index=index, source=self.source)
 
 
 class InvalidImageError(InvalidInputError):

@@ -269,14 +269,23 @@ IMAGE_EXTENSIONS = frozenset(
 
 
 def list_image_files(paths: Union[str, os.PathLike, "list[str | os.PathLike]"], recursive: bool = True) -> list[Path]:
-    """Expand files and folders into a sorted list of image files (by extension); files given directly are kept."""
+    """Expand files and folders into a sorted list of image files (by extension, hidden files and folders skipped);
+    files given directly are kept as they are."""
     roots = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     found: list[Path] = []
     for root in roots:
         root = Path(root).expanduser()
         if root.is_dir():
             pattern = "**/*" if recursive else "*"
-            found.extend(sorted(p for p in root.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS))
+            found.extend(
+                sorted(
+                    p
+                    for p in root.glob(pattern)
+                    if p.suffix.lower() in IMAGE_EXTENSIONS
+                    and p.is_file()
+                    and not any(part.startswith(".") for part in p.relative_to(root).parts)
+                )
+            )
         else:
             found.append(root)  # a missing file is reported by load_image with its index
     return found

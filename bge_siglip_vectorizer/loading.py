@@ -220,16 +220,19 @@ def build_components(
     text_model: torch.nn.Module,
     tokenizer: Any,
     config: ModelConfig,
-    projector_state: dict[str, torch.Tensor],
+    projector_state: dict[str, torch.Tensor] | None,
     directory: Path | None = None,
     max_num_patches: int | None = None,
 ) -> Components:
+    """Assemble loaded towers. ``projector_state=None`` keeps a freshly initialised projector: only training
+    passes it (loading paths always read trained weights, or fail with ``MissingProjectorError``)."""
     text_dim = int(text_model.config.hidden_size)
     if config.dim is not None and int(config.dim) != text_dim:
         raise ModelLoadError(f"config dim {config.dim} does not match the text tower's hidden size {text_dim}")
     image_encoder = ImageEncoder(vision, text_dim)
     try:
-        image_encoder.load_projector_state(projector_state)
+        if projector_state is not None:
+            image_encoder.load_projector_state(projector_state)
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(
             f"projector weights do not fit the towers (vision hidden {vision.config.hidden_size}, text dim {text_dim}): {exc}"
@@ -256,25 +259,35 @@ def build_components(
     )
 
 
-def save_components(components: Components, directory: str | os.PathLike, copy_towers: bool = True) -> Path:
-    """Write a self-describing directory. With ``copy_towers=False`` tower references are kept as they are."""
+def save_components(
+    components: Components,
+    directory: str | os.PathLike,
+    copy_towers: bool = True,
+    copy_text: bool | None = None,
+) -> Path:
+    """Write a self-describing directory. With ``copy_towers=False`` tower references are kept as they are;
+    ``copy_text`` overrides it for the (frozen, often large) text tower alone."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     config = ModelConfig(**asdict(components.config))
     config.preprocessing = {**components.preprocessing.to_dict()}
     config.text_max_length = components.text_max_length
-    if copy_towers:
-        with quiet_transformers():
+    copy_text = copy_towers if copy_text is None else copy_text
+    with quiet_transformers():
+        if copy_towers:
             components.image_encoder.vision.save_pretrained(out / "vision")
+            (out / "vision" / "preprocessor_config.json").write_text(
+                json.dumps(_processor_config(components.preprocessing), indent=2) + "\n"
+            )
+            config.vision_tower = "vision"
+        else:
+            config.vision_tower = _absolute_reference(config.vision_tower, components.source)
+        if copy_text:
             components.text_encoder.model.save_pretrained(out / "text")
             components.tokenizer.save_pretrained(out / "text")
-        (out / "vision" / "preprocessor_config.json").write_text(
-            json.dumps(_processor_config(components.preprocessing), indent=2) + "\n"
-        )
-        config.vision_tower, config.text_tower = "vision", "text"
-    else:
-        config.vision_tower = _absolute_reference(config.vision_tower, components.source)
-        config.text_tower = _absolute_reference(config.text_tower, components.source)
+            config.text_tower = "text"
+        else:
+            config.text_tower = _absolute_reference(config.text_tower, components.source)
     state = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in components.image_encoder.projector_state().items()}
     save_file(state, str(out / PROJECTOR_NAME), metadata={"format": "bge-siglip-projector"})
     config.projector = PROJECTOR_NAME
@@ -283,9 +296,11 @@ def save_components(components: Components, directory: str | os.PathLike, copy_t
 
 
 def _absolute_reference(reference: str, source: str | None) -> str:
+    """A tower reference that still resolves from another directory: local paths become absolute, hub ids stay."""
     if source is not None and (Path(source) / reference).is_dir():
         return str((Path(source) / reference).resolve())
-    return reference
+    local = Path(reference).expanduser()
+    return str(local.resolve()) if local.is_dir() else reference
 
 
 def _processor_config(naflex: NaFlexConfig) -> dict[str, Any]:

@@ -4,7 +4,7 @@ Images stream through a thread pool (decode -> RGB -> NaFlex resize -> uint8 pat
 model, so decoding overlaps the forward pass. Within a window, items are de-duplicated by content (identical inputs
 get bit-identical vectors and are computed once) and sorted by patch count, so each batch pads little. Texts are
 tokenised in one call, de-duplicated, sorted by length and batched the same way. Every item is validated on the way;
-the first bad one raises a typed error naming its index, and no vectors are returned.
+the first bad one in input order raises a typed error naming its index, and no vectors are returned.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ from .loading import (
 from .preprocess import NaFlexConfig, PatchedImage, collate, patchify
 
 Kind = Literal["text", "image"]
+#: The model name adapters answer to by default (e.g. ``models.Image(..., model=MODEL_NAME)`` in Qdrant).
+MODEL_NAME = "bge-siglip"
 
 
 @dataclass
@@ -148,7 +150,7 @@ class Vectorizer:
         """JSON-able description of the model (for ``bge-siglip info`` and the server's ``/meta``)."""
         config = self.components.config
         return {
-            "model": "bge-siglip",
+            "model": MODEL_NAME,
             "version": __version__,
             "source": self.components.source,
             "vision_tower": config.vision_tower,
@@ -212,6 +214,26 @@ class Vectorizer:
             if image_pos:
                 out[image_pos] = self._encode_images([items[i] for i in image_pos], image_pos, batch_size, progress)
         return out
+
+    def prepare_images(self, images: Iterable[ImageInput], show_progress: bool | None = None) -> list[PatchedImage]:
+        """Decode, validate and patchify images (in the decode thread pool) without running the model.
+
+        Training uses this to preprocess a dataset once, through exactly the path ``encode_images`` takes.
+        """
+        items = _as_list(images, "images")
+        with self._progress(len(items), 64, show_progress, "images") as progress:
+            futures = [self._executor().submit(self._prepare_image, item, i) for i, item in enumerate(items)]
+            prepared = []
+            try:
+                for future in futures:
+                    prepared.append(future.result()[0])
+                    if progress is not None:
+                        progress.update(1)
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        return prepared
 
     # ------------------------------------------------------------------------------------------------ internals
     def _progress(self, total: int, batch_size: int, show: bool | None, unit: str):
@@ -358,7 +380,11 @@ _SHARED_LOCK = threading.Lock()
 
 
 def shared_vectorizer(model: str | os.PathLike, **options: Any) -> Vectorizer:
-    """One Vectorizer per (model, options) per process: adapters call this so N collections load one model."""
+    """One Vectorizer per (model, options) per process: adapters call this so N collections load one model.
+
+    Options left at ``None`` mean "the default" and do not split the cache.
+    """
+    options = {k: v for k, v in options.items() if v is not None}
     path = Path(model).expanduser()
     key = (str(path.resolve()) if path.exists() else str(model), tuple(sorted((k, repr(v)) for k, v in options.items())))
     with _SHARED_LOCK:

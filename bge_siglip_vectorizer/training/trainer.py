@@ -1,0 +1,338 @@
+"""Alignment training: teach the projector (and the last vision layers) to land images on their captions' vectors.
+
+The text tower is frozen, so caption vectors are computed once through the core ``encode_texts`` path and cached on
+disk; each step then runs only the vision side. Images are preprocessed by the core's own decode/patchify path (once,
+when they fit in memory). Loss: SigLIP's sigmoid loss with a learnable logit scale and bias.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import DataError
+from ..loading import (
+    DEFAULT_TEXT_TOWER,
+    DEFAULT_VISION_TOWER,
+    Components,
+    ModelConfig,
+    build_components,
+    load_components,
+    load_text_tower,
+    load_vision_tower,
+    save_components,
+)
+from ..preprocess import PatchedImage, collate
+from ..vectorizer import Vectorizer
+from .data import Example, read_examples, split_examples
+from .evaluate import RecallReport, recall_report, unique_captions
+from .loss import LOSSES, pair_logits
+
+STATE_FILE = "trainer_state.pt"
+# Keep preprocessed training images in memory up to this size; beyond it they are decoded batch by batch.
+IN_MEMORY_BUDGET_BYTES = 4 * 1024**3
+
+
+@dataclass
+class TrainConfig:
+    """Every option of ``bge-siglip train`` (defaults suit a projector on the public towers)."""
+
+    train_data: str
+    out: str
+    model: str | None = None  # a BGE-SigLIP directory to continue from; else the towers below + a new projector
+    vision: str = DEFAULT_VISION_TOWER
+    text: str = DEFAULT_TEXT_TOWER
+    text_pooling: str = "cls"
+    val_data: str | None = None
+    val_fraction: float = 0.1
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3  # projector and logit scale/bias
+    vision_lr: float = 2e-5  # the unfrozen vision layers
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.05
+    trainable_vision_layers: int = 2
+    grad_clip: float = 1.0
+    loss: str = "sigmoid"
+    seed: int = 0
+    eval_every: int = 0  # steps; 0 = after every epoch
+    save_every: int = 0  # steps; 0 = only the final model
+    keep_checkpoints: int = 2
+    device: str | None = None
+    max_num_patches: int | None = None
+    cache_dir: str | None = None  # caption-vector cache; default OUT/cache
+    resume: str | None = None  # a checkpoint directory, or "latest" (newest under OUT)
+    copy_text_tower: bool = True  # the final directory holds the text tower too (self-contained)
+    show_progress: bool | None = None
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    steps: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    final: RecallReport | None = None
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Run a whole training job; returns where the model was written and the validation history."""
+    return Trainer(config).run()
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig) -> None:
+        if config.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {config.loss!r}")
+        if config.trainable_vision_layers < 0:
+            raise ValueError("trainable_vision_layers must be >= 0")
+        self.config = config
+        self.out = Path(config.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        _seed_everything(config.seed)
+        self.train_examples, self.val_examples = self._read_data()
+        resume_dir = self._resume_dir()
+        self.components = self._load_components(resume_dir)
+        self.vectorizer = Vectorizer(self.components, device=config.device, dtype="float32")
+        self.device = torch.device(self.vectorizer.backend.device)
+        self.encoder = self.components.image_encoder
+        self.trainable = self._unfreeze()
+        self.captions, self.caption_vectors = self._caption_vectors()
+        self.caption_index = {caption: i for i, caption in enumerate(self.captions)}
+        self.steps_per_epoch = math.ceil(len(self.train_examples) / config.batch_size)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.optimizer = self._optimizer()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        if resume_dir is not None:
+            self._load_state(resume_dir)
+        self.images = _ImageSource(self.vectorizer, [e.image for e in self.train_examples], config.show_progress)
+
+    # ------------------------------------------------------------------------------------------------ setup
+    def _read_data(self) -> tuple[list[Example], list[Example]]:
+        config = self.config
+        train = read_examples(config.train_data)
+        if config.val_data:
+            return train, read_examples(config.val_data)
+        return split_examples(train, config.val_fraction, config.seed)
+
+    def _resume_dir(self) -> Path | None:
+        if not self.config.resume:
+            return None
+        if self.config.resume == "latest":
+            checkpoints = _checkpoints(self.out)
+            if not checkpoints:
+                raise DataError(f"--resume latest: no checkpoint-* directory under {self.out}")
+            return checkpoints[-1]
+        path = Path(self.config.resume)
+        if not (path / STATE_FILE).is_file():
+            raise DataError(f"--resume {path}: not a training checkpoint (no {STATE_FILE})")
+        return path
+
+    def _load_components(self, resume_dir: Path | None) -> Components:
+        config = self.config
+        source = resume_dir or config.model
+        if source is not None:
+            return load_components(source, max_num_patches=config.max_num_patches)
+        model_config = ModelConfig(vision_tower=config.vision, text_tower=config.text, text_pooling=config.text_pooling)
+        vision = load_vision_tower(config.vision)
+        text, tokenizer = load_text_tower(config.text)
+        # A new projector, initialised under the seed set above.
+        return build_components(vision, text, tokenizer, model_config, None, None, config.max_num_patches)
+
+    def _unfreeze(self) -> list[torch.nn.Parameter]:
+        encoder, n = self.encoder, self.config.trainable_vision_layers
+        for parameter in self.components.text_encoder.parameters():
+            parameter.requires_grad_(False)
+        for parameter in encoder.vision.parameters():
+            parameter.requires_grad_(False)
+        vision_parts: list[torch.nn.Module] = []
+        if n > 0:
+            layers = encoder.vision.encoder.layers
+            vision_parts = list(layers[max(0, len(layers) - n) :]) + [encoder.vision.post_layernorm]
+            if getattr(encoder.vision, "head", None) is not None:
+                vision_parts.append(encoder.vision.head)
+        self.vision_parameters = [p for part in vision_parts for p in part.parameters()]
+        for parameter in self.vision_parameters:
+            parameter.requires_grad_(True)
+        head = list(encoder.projector.parameters()) + [encoder.logit_scale, encoder.logit_bias]
+        for parameter in head:
+            parameter.requires_grad_(True)
+        self.head_parameters = head
+        return head + self.vision_parameters
+
+    def _caption_vectors(self) -> tuple[list[str], torch.Tensor]:
+        captions, _ = unique_captions(self.train_examples + self.val_examples)
+        cache_dir = Path(self.config.cache_dir) if self.config.cache_dir else self.out / "cache"
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        key = hashlib.sha256()
+        key.update(json.dumps([_tower_identity(self.components), self.components.config.text_pooling,
+                               self.components.text_max_length]).encode())
+        for caption in captions:
+            key.update(caption.encode("utf-8") + b"\0")
+        path = cache_dir / f"captions-{key.hexdigest()[:20]}.npy"
+        if path.is_file():
+            vectors = np.load(path)
+        else:
+            vectors = self.vectorizer.encode_texts(captions, batch_size=64, show_progress=self.config.show_progress)
+            np.save(path, vectors)
+        return captions, torch.from_numpy(vectors).to(self.device)
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        def groups(parameters, lr):
+            decay = [p for p in parameters if p.ndim >= 2]
+            no_decay = [p for p in parameters if p.ndim < 2]  # biases, norms, logit scale/bias
+            return [
+                {"params": decay, "lr": lr, "weight_decay": self.config.weight_decay},
+                {"params": no_decay, "lr": lr, "weight_decay": 0.0},
+            ]
+
+        param_groups = groups(self.head_parameters, self.config.lr)
+        if self.vision_parameters:
+            param_groups += groups(self.vision_parameters, self.config.vision_lr)
+        return torch.optim.AdamW([g for g in param_groups if g["params"]])
+
+    def _lr_factor(self, step: int) -> float:
+        warmup = max(1, int(self.total_steps * self.config.warmup_fraction))
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, self.total_steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    # ------------------------------------------------------------------------------------------------ training
+    def run(self) -> TrainResult:
+        config = self.config
+        show = config.show_progress if config.show_progress is not None else None
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="training", unit="step", disable=show is False)
+        keys = np.asarray([e.key for e in self.train_examples], dtype=object)
+        caption_ids = torch.tensor([self.caption_index[e.caption] for e in self.train_examples], device=self.device)
+        loss_fn = LOSSES[config.loss]
+        try:
+            while self.step < self.total_steps:
+                epoch, offset = divmod(self.step, self.steps_per_epoch)
+                # One permutation per epoch from (seed, epoch): a resumed run sees the same batches.
+                order = torch.randperm(len(self.train_examples), generator=torch.Generator().manual_seed(config.seed + epoch))
+                batch = order[offset * config.batch_size : (offset + 1) * config.batch_size].tolist()
+                loss = self._train_step(batch, keys, caption_ids, loss_fn)
+                self.step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch + 1)
+                end_of_epoch = self.step % self.steps_per_epoch == 0
+                if self.val_examples and ((config.eval_every and self.step % config.eval_every == 0) or (not config.eval_every and end_of_epoch)):
+                    report = self.validate()
+                    self.history.append({"step": self.step, "epoch": epoch + 1, "loss": loss, **report.to_dict()})
+                    bar.write(f"step {self.step}: text->image R@1 {report.text_to_image[1]:.3f}, "
+                              f"image->text R@1 {report.image_to_text[1]:.3f}, loss {loss:.4f}")
+                if config.save_every and self.step % config.save_every == 0 and self.step < self.total_steps:
+                    self._save_checkpoint()
+        finally:
+            bar.close()
+        final = self.validate() if self.val_examples else None
+        save_components(self.components, self.out, copy_towers=True, copy_text=config.copy_text_tower)
+        summary = {"steps": self.step, "config": asdict(config), "history": self.history,
+                   "final": final.to_dict() if final else None}
+        (self.out / "training_log.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        return TrainResult(self.out, self.step, self.history, final)
+
+    def _train_step(self, batch: list[int], keys: np.ndarray, caption_ids: torch.Tensor, loss_fn) -> float:
+        self.encoder.train()
+        pixel_values, mask, shapes = collate(self.images.get(batch), self.components.preprocessing)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            image_vectors = self.encoder(
+                torch.from_numpy(pixel_values).to(self.device),
+                torch.from_numpy(mask).to(self.device),
+                torch.from_numpy(shapes).to(self.device),
+            )
+        text_vectors = self.caption_vectors[caption_ids[batch]]
+        logits = pair_logits(image_vectors.float(), text_vectors, self.encoder.logit_scale, self.encoder.logit_bias)
+        positives = torch.from_numpy(keys[batch][:, None] == keys[batch][None, :]).to(self.device)
+        loss = loss_fn(logits, positives)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.config.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return float(loss.detach())
+
+    def validate(self) -> RecallReport:
+        """Recall@k on the validation examples with the current weights, through the core encode path."""
+        self.encoder.eval()
+        image_vectors = self.vectorizer.encode_images([e.image for e in self.val_examples], show_progress=False)
+        captions, _ = unique_captions(self.val_examples)
+        caption_vectors = self.caption_vectors[[self.caption_index[c] for c in captions]].cpu().numpy()
+        return recall_report(image_vectors, caption_vectors, self.val_examples)
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self) -> Path:
+        directory = self.out / f"checkpoint-{self.step:07d}"
+        save_components(self.components, directory, copy_towers=True, copy_text=False)
+        torch.save(
+            {
+                "step": self.step,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "history": self.history,
+                "torch_rng": torch.get_rng_state(),
+            },
+            directory / STATE_FILE,
+        )
+        for old in _checkpoints(self.out)[: -self.config.keep_checkpoints or None]:
+            shutil.rmtree(old, ignore_errors=True)
+        return directory
+
+    def _load_state(self, directory: Path) -> None:
+        state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        self.history = list(state.get("history", []))
+        torch.set_rng_state(state["torch_rng"])
+
+
+class _ImageSource:
+    """Preprocessed training images: all in memory when they fit, else decoded per batch (same core path)."""
+
+    def __init__(self, vectorizer: Vectorizer, images: Sequence[str], show_progress: bool | None) -> None:
+        self.vectorizer = vectorizer
+        self.images = list(images)
+        max_bytes = len(self.images) * vectorizer.max_num_patches * vectorizer.preprocessing.patch_dim
+        self.cached: list[PatchedImage] | None = None
+        if max_bytes <= IN_MEMORY_BUDGET_BYTES:
+            self.cached = vectorizer.prepare_images(self.images, show_progress=show_progress)
+
+    def get(self, indices: list[int]) -> list[PatchedImage]:
+        if self.cached is not None:
+            return [self.cached[i] for i in indices]
+        return self.vectorizer.prepare_images([self.images[i] for i in indices], show_progress=False)
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    return sorted(p for p in out.glob("checkpoint-*") if (p / STATE_FILE).is_file())
+
+
+def _tower_identity(components: Components) -> str:
+    """Identifies the text tower for the caption cache: its config plus a digest of its first and last weights
+    (cheap, yet two differently initialised or trained towers never share a cache entry)."""
+    model = components.text_encoder.model
+    parameters = list(model.parameters())
+    digest = hashlib.sha256()
+    for tensor in (parameters[0], parameters[-1]):
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return json.dumps([model.config.to_dict(), digest.hexdigest()], sort_keys=True, default=str)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
