@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import __version__
-from .backends import Backend, TorchBackend
+from .backends import Backend, TorchBackend, resolve_device
 from .errors import InvalidImageError, InvalidInputError
 from .inputs import DEFAULT_LIMITS, ImageInput, ImageLimits, load_image, validate_text
 from .loading import (
@@ -385,6 +385,7 @@ def shared_vectorizer(model: str | os.PathLike, **options: Any) -> Vectorizer:
     Options left at ``None`` mean "the default" and do not split the cache.
     """
     options = {k: v for k, v in options.items() if v is not None}
+    options["device"] = str(resolve_device(options.get("device")))  # "cpu" and the default on a CPU box are one
     path = Path(model).expanduser()
     key = (str(path.resolve()) if path.exists() else str(model), tuple(sorted((k, repr(v)) for k, v in options.items())))
     with _SHARED_LOCK:
