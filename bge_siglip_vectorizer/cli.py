@@ -30,13 +30,17 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-num-patches", type=int, default=None, help="image detail budget in 16px patches (default: saved, 256)"
     )
+    parser.add_argument(
+        "--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
+        help="inference backend (onnx needs `bge-siglip export-onnx` first)",
+    )
 
 
 def _load(args: argparse.Namespace):
     from .vectorizer import Vectorizer
 
     return Vectorizer.from_pretrained(
-        args.model, device=args.device, dtype=args.dtype, max_num_patches=args.max_num_patches
+        args.model, device=args.device, dtype=args.dtype, max_num_patches=args.max_num_patches, backend=args.backend
     )
 
 
@@ -158,6 +162,28 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_onnx_parser(sub) -> None:
+    p = sub.add_parser(
+        "export-onnx",
+        help="export both towers to ONNX (optionally int8) for backend='onnx'",
+        description="Write OUT/onnx/{vision,text}.onnx (and *.int8.onnx with --int8) next to a copy of the model; "
+        "OUT may be the model directory itself. Load with Vectorizer.from_pretrained(OUT, backend='onnx').",
+    )
+    p.add_argument("model", help="BGE-SigLIP model directory (or hub repo id)")
+    p.add_argument("--out", type=Path, required=True, help="output model directory")
+    p.add_argument("--int8", action="store_true", help="also write int8 dynamically quantised graphs")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    p.set_defaults(func=_export_onnx)
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from .onnx_export import export_onnx
+
+    out = export_onnx(args.model, args.out, int8=args.int8, opset=args.opset)
+    print(f"wrote {out / 'onnx'} (load with backend='onnx'{' or onnx-int8' if args.int8 else ''})")
+    return 0
+
+
 def _info_parser(sub) -> None:
     p = sub.add_parser("info", help="describe a model directory", description="Load a model and print its settings.")
     p.add_argument("model", help="model directory or hub repo id")
@@ -201,7 +227,9 @@ def _serve(args: argparse.Namespace) -> int:
     return int(serve_main(args.server_args) or 0)
 
 
-_PARSERS: list[Callable] = [_encode_parser, _make_tiny_parser, _convert_parser, _info_parser, _serve_parser]
+_PARSERS: list[Callable] = [
+    _encode_parser, _make_tiny_parser, _convert_parser, _export_onnx_parser, _info_parser, _serve_parser,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -107,6 +107,7 @@ class Vectorizer:
         """Load a BGE-SigLIP directory (see :func:`bge_siglip_vectorizer.loading`) or hub repo.
 
         ``max_num_patches`` (default: the saved value, 256) trades image detail for speed: 64, 256, 1024, ...
+        ``backend``: ``"torch"``, or ``"onnx"`` / ``"onnx-int8"`` for graphs written by ``bge-siglip export-onnx``.
         Other keyword arguments: ``max_image_pixels``, ``allow_urls``, ``url_timeout_s``, ``num_workers``.
         """
         components = load_components(name_or_path, max_num_patches=max_num_patches)
@@ -355,7 +356,11 @@ def _make_backend(backend: str | Backend, components: Components, device, dtype)
         return backend
     if backend == "torch":
         return TorchBackend(components, device=device, dtype=dtype)
-    raise ValueError(f"unknown backend {backend!r}; available: 'torch'")
+    if backend in ("onnx", "onnx-int8"):
+        from .onnx_export import onnx_backend_for  # onnxruntime is only imported by those who ask for it
+
+        return onnx_backend_for(components, backend, device=device, dtype=dtype)
+    raise ValueError(f"unknown backend {backend!r}; available: 'torch', 'onnx', 'onnx-int8'")
 
 
 def _as_list(items: Any, what: str) -> list[Any]:

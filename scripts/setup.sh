@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION:-2.13.0}"
-.venv/bin/python -m pip install --quiet -e ".[test]" \
+.venv/bin/python -m pip install --quiet -e ".[test,onnx,demo]" \
     -e ./integrations/chroma -e ./integrations/qdrant -e ./integrations/weaviate

@@ -162,6 +162,8 @@ class Trainer:
             vision_parts = list(layers[max(0, len(layers) - n) :]) + [encoder.vision.post_layernorm]
             if getattr(encoder.vision, "head", None) is not None:
                 vision_parts.append(encoder.vision.head)
+            if n >= len(layers):  # every layer: the whole tower, patch and position embeddings included
+                vision_parts.append(encoder.vision.embeddings)
         self.vision_parameters = [p for part in vision_parts for p in part.parameters()]
         for parameter in self.vision_parameters:
             parameter.requires_grad_(True)
