@@ -92,14 +92,31 @@ def looks_like_image_reference(text: str) -> bool:
     return bool(_DATA_URI.match(text)) or text.startswith(("http://", "https://", "file://")) or os.path.isfile(text)
 
 
-def _from_string(text: str, index: int | None, limits: ImageLimits) -> Image.Image:
+def load_base64_image(text: Any, index: int | None = None, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image:
+    """Decode base64 file bytes (optionally a ``data:image/...;base64,`` URI; line-wrapped and URL-safe base64 too).
+
+    Unlike :func:`load_image` this never opens a path or fetches a URL: the entry point for servers, which must not
+    read files or make requests on a remote caller's behalf.
+    """
+    if not isinstance(text, str):
+        raise InvalidImageError(f"expected a base64 string, got {type(text).__name__}", index=index)
     stripped = text.strip()
-    source = stripped
     data_uri = _DATA_URI.match(stripped)
     if data_uri:
         if not data_uri.group("b64"):
-            raise InvalidImageError("data URI is not base64-encoded (expected ';base64,')", index=index, source=source)
-        return _decode_bytes(_b64decode(stripped[data_uri.end():], index, source), index, source, limits)
+            raise InvalidImageError("data URI is not base64-encoded (expected ';base64,')", index=index, source=stripped)
+        stripped = stripped[data_uri.end():]
+    if not stripped:
+        raise InvalidImageError("empty image string", index=index)
+    source = text.strip() if data_uri else "<base64>"
+    return _decode_bytes(_b64decode(stripped, index, source), index, source, limits)
+
+
+def _from_string(text: str, index: int | None, limits: ImageLimits) -> Image.Image:
+    stripped = text.strip()
+    source = stripped
+    if _DATA_URI.match(stripped):
+        return load_base64_image(stripped, index, limits)
     scheme = urlparse(stripped).scheme.lower() if "://" in stripped[:16] else ""
     if scheme in ("http", "https"):
         return _decode_bytes(_fetch(stripped, index, limits), index, source, limits)
@@ -113,11 +130,8 @@ def _from_string(text: str, index: int | None, limits: ImageLimits) -> Image.Ima
         return _open_path(Path(stripped), index, limits)
     compact = "".join(stripped.split())
     if len(compact) >= 16 and _BASE64_CHARS.match(compact):
-        try:
-            payload = base64.b64decode(_pad_b64(compact), altchars=b"-_" if ("-" in compact or "_" in compact) else None, validate=True)
-        except (binascii.Error, ValueError):
-            payload = b""
-        if payload.startswith(_IMAGE_MAGIC) or len(compact) >= 256:
+        payload = _b64bytes(compact)
+        if payload is not None and (payload.startswith(_IMAGE_MAGIC) or len(compact) >= 256):
             return _decode_bytes(payload, index, "<base64>", limits)
     raise InvalidImageError(
         "no such file (and not an http(s) URL, data URI or base64 image)", index=index, source=source
@@ -128,12 +142,21 @@ def _pad_b64(text: str) -> str:
     return text + "=" * (-len(text) % 4)
 
 
-def _b64decode(text: str, index: int | None, source: str) -> bytes:
-    compact = "".join(text.split())
+def _b64bytes(compact: str) -> bytes | None:
+    """Decode standard or URL-safe base64 (padding optional); ``None`` if it is not base64."""
+    altchars = b"-_" if ("-" in compact or "_" in compact) else None
     try:
-        return base64.b64decode(_pad_b64(compact), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidImageError(f"bad base64 ({exc})", index=index, source=source) from None
+        return base64.b64decode(_pad_b64(compact), altchars=altchars, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _b64decode(text: str, index: int | None, source: str) -> bytes:
+    compact = "".join(text.split())  # base64 wrapped at 76 columns (MIME style) is still valid
+    payload = _b64bytes(compact)
+    if payload is None:
+        raise InvalidImageError("bad base64 (invalid characters or length)", index=index, source=source)
+    return payload
 
 
 def _open_path(path: Path, index: int | None, limits: ImageLimits) -> Image.Image:

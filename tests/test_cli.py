@@ -78,3 +78,9 @@ def test_help_lists_every_command():
     assert result.returncode == 0
     for command in ("encode", "make-tiny", "convert", "info", "serve"):
         assert command in result.stdout
+
+
+def test_serve_is_handed_to_the_server_package():
+    result = _run("serve", "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: bge-siglip serve") and "--max-batch-size" in result.stdout

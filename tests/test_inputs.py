@@ -220,3 +220,21 @@ def test_path_objects_are_supported(tmp_path, png):
     path = Path(tmp_path) / "x.png"
     path.write_bytes(png)
     assert load_image(path).size == (120, 80)
+
+
+def test_load_base64_image_never_opens_paths_or_urls(png, tmp_path, image_server):
+    from bge_siglip_vectorizer.inputs import load_base64_image
+
+    b64 = base64.b64encode(png).decode()
+    assert load_base64_image(b64).size == load_base64_image(f"data:image/png;base64,{b64}").size == (120, 80)
+    url_safe = base64.urlsafe_b64encode(png).decode().rstrip("=")
+    assert load_base64_image(url_safe).size == (120, 80)
+    path = tmp_path / "secret.png"
+    path.write_bytes(png)
+    for remote_controlled in (str(path), path.as_uri(), f"{image_server}/ok.png"):
+        with pytest.raises(InvalidImageError, match="bad base64"):
+            load_base64_image(remote_controlled, 0)
+    with pytest.raises(InvalidImageError, match="expected a base64 string"):
+        load_base64_image(b"bytes", 0)
+    with pytest.raises(InvalidImageError, match="empty image string"):
+        load_base64_image("data:image/png;base64,", 0)

@@ -1,0 +1,261 @@
+"""The FastAPI application: Weaviate's ``multi2vec-clip`` inference API in front of the core ``Vectorizer``.
+
+Endpoints: ``POST /vectorize``, ``GET /meta``, ``GET /.well-known/ready`` (204 once the model is loaded, 503 before),
+``GET /.well-known/live`` (204). Every error is ``{"error": "..."}``: Weaviate parses the body as JSON before it
+looks at the status, and FastAPI's default ``{"detail": ...}`` would reach the user as an empty message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from typing import Any, AsyncIterator, Callable
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bge_siglip_vectorizer import InvalidInputError, Vectorizer
+
+from . import __version__
+from .batching import DynamicBatcher, Overloaded, ShuttingDown
+from .protocol import ApiError, decode_request, describe_input_error, error_status, parse_vectorize_body
+from .settings import ServerSettings
+
+__all__ = ["create_app", "ServerState", "load_vectorizer"]
+
+logger = logging.getLogger("bge_siglip_weaviate.server")
+
+Loader = Callable[[], Vectorizer]
+
+
+def load_vectorizer(settings: ServerSettings) -> Vectorizer:
+    """The server's own Vectorizer (not the process-shared one: its ``stats`` then count only served work)."""
+    options: dict[str, Any] = {
+        "device": settings.device,
+        "dtype": settings.dtype,
+        "max_num_patches": settings.max_num_patches,
+        "max_image_pixels": settings.max_image_pixels,
+        # Images reach the core as bytes only (see protocol.py); refuse URL fetching in any case.
+        "allow_urls": False,
+    }
+    return Vectorizer.from_pretrained(settings.model, **{k: v for k, v in options.items() if v is not None})
+
+
+class ServerState:
+    """The model, the batcher and the loading status of one application instance."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        loader: Loader,
+        on_load_failed: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._loader = loader
+        self._on_load_failed = on_load_failed
+        self.vectorizer: Vectorizer | None = None
+        self.batcher: DynamicBatcher | None = None
+        self.load_error: str | None = None
+        self.loaded = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start_loading(self) -> None:
+        # In the background: the HTTP port opens at once, so probes get 503 "loading" instead of connection refused.
+        self._thread = threading.Thread(target=self._load, name="bge-siglip-load", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        started = time.perf_counter()
+        try:
+            vectorizer = self._loader()
+            self.batcher = DynamicBatcher(
+                vectorizer,
+                max_batch_size=self.settings.max_batch_size,
+                max_wait_s=self.settings.max_wait_ms / 1000.0,
+                max_queue_items=self.settings.max_queue_items,
+                batching=self.settings.batching,
+            )
+            self.vectorizer = vectorizer
+            logger.info("model loaded in %.1fs: %r", time.perf_counter() - started, vectorizer)
+        except BaseException as exc:  # noqa: BLE001 - reported through /.well-known/ready and the callback
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            logger.error("model failed to load: %s", self.load_error)
+            if self._on_load_failed is not None:
+                self._on_load_failed(exc)
+        finally:
+            self.loaded.set()
+
+    @property
+    def ready(self) -> bool:
+        return self.batcher is not None
+
+    def require_ready(self) -> tuple[Vectorizer, DynamicBatcher]:
+        if self.vectorizer is None or self.batcher is None:
+            if self.load_error is not None:
+                raise ApiError(503, f"model failed to load: {self.load_error}")
+            raise ApiError(503, "model is loading; retry when /.well-known/ready answers 204", {"Retry-After": "1"})
+        return self.vectorizer, self.batcher
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        if self.batcher is not None:
+            self.batcher.close()
+
+
+def create_app(
+    settings: ServerSettings,
+    *,
+    vectorizer: Vectorizer | None = None,
+    loader: Loader | None = None,
+    on_load_failed: Callable[[BaseException], None] | None = None,
+) -> FastAPI:
+    """Build the application. The model is loaded at start-up (lifespan) in a background thread.
+
+    ``vectorizer``: use this instance instead of loading ``settings.model``; ``loader``: a callable returning one.
+    """
+    if vectorizer is not None:
+        loader = lambda: vectorizer  # noqa: E731
+    state = ServerState(settings, loader or (lambda: load_vectorizer(settings)), on_load_failed)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.start_loading()
+        yield
+        # uvicorn runs this after the in-flight requests have been answered; the batcher drains what is left.
+        await run_in_threadpool(state.close)
+
+    app = FastAPI(
+        title="bge-siglip multi2vec-clip inference",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.server = state
+    _install_error_handlers(app)
+
+    def require_api_key(request: Request) -> None:
+        expected = settings.api_key
+        if expected is None:
+            return
+        candidates = [request.headers.get("x-api-key")]
+        authorization = request.headers.get("authorization", "")
+        if authorization[:7].lower() == "bearer ":
+            candidates.append(authorization[7:].strip())
+        for supplied in candidates:
+            if supplied and hmac.compare_digest(supplied.encode(), expected.encode()):
+                return
+        raise ApiError(
+            401, "missing or invalid API key (send 'Authorization: Bearer <key>' or 'X-API-Key: <key>')",
+            {"WWW-Authenticate": "Bearer"},
+        )
+
+    @app.get("/.well-known/live")
+    async def live() -> Response:
+        return Response(status_code=204)
+
+    @app.get("/.well-known/ready")
+    async def ready() -> Response:
+        state.require_ready()
+        return Response(status_code=204)
+
+    @app.get("/meta", dependencies=[Depends(require_api_key)])
+    async def meta() -> JSONResponse:
+        vectorizer, batcher = state.require_ready()
+        description = vectorizer.describe()
+        description["server"] = {
+            "package": "bge-siglip-weaviate",
+            "version": __version__,
+            "protocol": "multi2vec-clip",
+            **batcher.describe(),
+            # Forward passes the model actually ran: fewer than requests means cross-request batching worked.
+            "encode_stats": asdict(vectorizer.stats),
+        }
+        return JSONResponse(description)
+
+    @app.post("/vectorize", dependencies=[Depends(require_api_key)])
+    async def vectorize(request: Request) -> JSONResponse:
+        vectorizer, batcher = state.require_ready()
+        batcher.check_capacity()  # refuse before buffering the body when the queue is already full
+        body = await _read_body(request, settings.max_body_bytes)
+        parsed = parse_vectorize_body(body)
+        if parsed.size == 0:
+            return JSONResponse({"textVectors": [], "imageVectors": []})
+        if parsed.size > settings.max_items_per_request:
+            raise ApiError(
+                413, f"request has {parsed.size} items; this server accepts at most {settings.max_items_per_request}"
+            )
+        ticket = batcher.admit(parsed.size)
+        try:
+            # Decode and validate in a worker thread, before queuing: a bad item fails only its own request.
+            texts, images = await run_in_threadpool(decode_request, parsed, vectorizer.limits)
+            future = ticket.submit(texts, images)
+        except BaseException:
+            ticket.cancel()
+            raise
+        text_vectors, image_vectors = await asyncio.wrap_future(future)
+        return JSONResponse({"textVectors": text_vectors.tolist(), "imageVectors": image_vectors.tolist()})
+
+    return app
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    too_large = ApiError(413, f"request body larger than the server's limit of {limit} bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large  # refuse before reading a byte
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():  # chunked bodies carry no length: count while reading
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error as ``{"error": ...}``, FastAPI's own 404/405/422 included."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(InvalidInputError)
+    async def invalid_input(request: Request, exc: InvalidInputError) -> JSONResponse:
+        return _error(error_status(exc), describe_input_error(exc))
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        return _error(503, str(exc), {"Retry-After": "1"})
+
+    @app.exception_handler(ShuttingDown)
+    async def shutting_down(request: Request, exc: ShuttingDown) -> JSONResponse:
+        return _error(503, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, "; ".join(str(err.get("msg", err)) for err in exc.errors()) or "invalid request")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}")

@@ -1,0 +1,157 @@
+"""Cross-request batching: concurrent requests are answered correctly and share forward passes.
+
+Batch composition is made deterministic with ``batcher.hold()``: requests are sent while the worker is held, the
+test waits until they are all queued, then releases it. No assertion depends on timing.
+"""
+
+from __future__ import annotations
+
+import base64
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+
+from bge_siglip_vectorizer import InvalidTextError
+from bge_siglip_weaviate.batching import DynamicBatcher, ShuttingDown
+
+N_REQUESTS = 32
+
+
+def _request(i: int, png_b64) -> dict:
+    # One object per request, as Weaviate sends them: a caption and an image.
+    return {"texts": [f"caption number {i}"], "images": [png_b64(100 + i, 32 + i, 40)]}
+
+
+def _post_all(url: str, bodies: list[dict]) -> list[httpx.Response]:
+    def post(body: dict) -> httpx.Response:
+        with httpx.Client(base_url=url, timeout=120) as http:
+            return http.post("/vectorize", json=body)
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        return list(pool.map(post, bodies))
+
+
+def _assert_each_answer_is_its_own(responses, bodies, vectorizer) -> None:
+    texts = [t for body in bodies for t in body["texts"]]
+    images = [base64.b64decode(i) for body in bodies for i in body["images"]]
+    expected_texts = vectorizer.encode_texts(texts)
+    expected_images = vectorizer.encode_images(images)
+    for k, response in enumerate(responses):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        np.testing.assert_allclose(body["textVectors"], expected_texts[k : k + 1], atol=1e-5)
+        np.testing.assert_allclose(body["imageVectors"], expected_images[k : k + 1], atol=1e-5)
+
+
+def _forward_batches(meta: dict) -> int:
+    stats = meta["server"]["encode_stats"]
+    return stats["text_batches"] + stats["image_batches"]
+
+
+def test_32_concurrent_requests_are_answered_correctly(server, png_b64, bge_siglip_vectorizer) -> None:
+    bodies = [_request(i, png_b64) for i in range(N_REQUESTS)]
+    responses = _post_all(server.url, bodies)
+    _assert_each_answer_is_its_own(responses, bodies, bge_siglip_vectorizer)
+
+
+def test_concurrent_requests_run_in_fewer_forward_batches(start_server, png_b64, bge_siglip_vectorizer, wait_for) -> None:
+    running = start_server(max_batch_size=32, max_wait_ms=5)
+    bodies = [_request(i, png_b64) for i in range(N_REQUESTS)]
+    with ThreadPoolExecutor(1) as pool, running.batcher.hold():  # the hold is lifted before the pool joins
+        future = pool.submit(_post_all, running.url, bodies)
+        wait_for(lambda: running.batcher.queued_requests == N_REQUESTS, what="all requests queued")
+    responses = future.result()
+    _assert_each_answer_is_its_own(responses, bodies, bge_siglip_vectorizer)
+
+    meta = httpx.get(running.url + "/meta").json()
+    server_stats = meta["server"]
+    assert server_stats["requests"] == N_REQUESTS
+    # 32 requests x 2 items, at most 32 items per batch: exactly 2 worker batches of 16 requests ...
+    assert server_stats["worker_batches"] == 2
+    assert server_stats["largest_batch_requests"] == 16
+    # ... each one text forward and one image forward: 4 forward passes for 32 requests (64 items).
+    assert _forward_batches(meta) == 4
+    assert meta["server"]["encode_stats"]["images"] == N_REQUESTS
+
+
+def test_no_batching_mode_serves_one_request_per_round(start_server, png_b64, bge_siglip_vectorizer, wait_for) -> None:
+    # The reference container's behaviour, kept for the benchmark: same queue state, no cross-request packing.
+    running = start_server(batching=False)
+    bodies = [_request(i, png_b64) for i in range(8)]
+    with ThreadPoolExecutor(1) as pool, running.batcher.hold():  # the hold is lifted before the pool joins
+        future = pool.submit(_post_all, running.url, bodies)
+        wait_for(lambda: running.batcher.queued_requests == 8, what="all requests queued")
+    _assert_each_answer_is_its_own(future.result(), bodies, bge_siglip_vectorizer)
+    meta = httpx.get(running.url + "/meta").json()
+    assert meta["server"]["batching"] is False
+    assert meta["server"]["worker_batches"] == 8
+    assert _forward_batches(meta) == 16
+
+
+def test_batches_respect_max_batch_size(start_server, bge_siglip_vectorizer, wait_for) -> None:
+    running = start_server(max_batch_size=4)
+    bodies = [{"texts": [f"t{i}a", f"t{i}b", f"t{i}c"]} for i in range(4)]  # 3 items each: never two per batch
+    with ThreadPoolExecutor(1) as pool, running.batcher.hold():  # the hold is lifted before the pool joins
+        future = pool.submit(_post_all, running.url, bodies)
+        wait_for(lambda: running.batcher.queued_requests == 4, what="all requests queued")
+    big = httpx.post(running.url + "/vectorize", json={"texts": [f"item {i}" for i in range(10)]}, timeout=60)
+    for response, body in zip(future.result(), bodies):
+        np.testing.assert_allclose(response.json()["textVectors"], bge_siglip_vectorizer.encode_texts(body["texts"]), atol=1e-5)
+    np.testing.assert_allclose(big.json()["textVectors"], bge_siglip_vectorizer.encode_texts([f"item {i}" for i in range(10)]), atol=1e-5)
+    meta = httpx.get(running.url + "/meta").json()["server"]
+    assert meta["worker_batches"] == 5
+    assert meta["largest_batch_requests"] == 1
+    # a 10-item request is split by the core into forward batches of at most 4: 4 + 3 = 7 text forwards
+    assert meta["encode_stats"]["text_batches"] == 4 + 3
+
+
+def test_one_clients_bad_input_never_fails_another(start_server, png_b64, bge_siglip_vectorizer, wait_for) -> None:
+    running = start_server()
+    good = [_request(i, png_b64) for i in range(6)]
+    with ThreadPoolExecutor(1) as pool, running.batcher.hold():  # the hold is lifted before the pool joins
+        future = pool.submit(_post_all, running.url, good)
+        wait_for(lambda: running.batcher.queued_requests == 6, what="good requests queued")
+        # Rejected while decoding, before it could join the queued batch.
+        bad = httpx.post(running.url + "/vectorize", json={"texts": ["x"], "images": ["bm90IGFuIGltYWdl"]})
+        assert bad.status_code == 400 and "images[0]" in bad.json()["error"]
+        assert running.batcher.queued_requests == 6
+    _assert_each_answer_is_its_own(future.result(), good, bge_siglip_vectorizer)
+    assert httpx.get(running.url + "/meta").json()["server"]["worker_batches"] == 1
+
+
+def test_the_same_image_in_concurrent_requests_gets_identical_vectors(start_server, png_b64, wait_for) -> None:
+    running = start_server()
+    image = png_b64(42, 70, 50)
+    bodies = [{"images": [image]}, {"texts": ["other"], "images": [image]}, {"images": [image, image]}]
+    with ThreadPoolExecutor(1) as pool, running.batcher.hold():  # the hold is lifted before the pool joins
+        future = pool.submit(_post_all, running.url, bodies)
+        wait_for(lambda: running.batcher.queued_requests == 3, what="requests queued")
+    vectors = [v for response in future.result() for v in response.json()["imageVectors"]]
+    assert len(vectors) == 4
+    assert all(v == vectors[0] for v in vectors)
+    # de-duplicated across the requests of the batch: one image actually encoded
+    assert httpx.get(running.url + "/meta").json()["server"]["encode_stats"]["images"] == 1
+
+
+def test_a_failing_request_is_isolated_from_its_batch(bge_siglip_vectorizer) -> None:
+    # The HTTP layer validates before queuing, so the batcher is driven directly here with an unvalidated job:
+    # the combined batch fails, each request is then retried alone, and only the bad one gets the error.
+    batcher = DynamicBatcher(bge_siglip_vectorizer, max_batch_size=32)
+    try:
+        with batcher.hold():
+            good = batcher.admit(1).submit(["fine"], [])
+            bad = batcher.admit(2).submit(["ok", ""], [])
+            other = batcher.admit(1).submit(["also fine"], [])
+        np.testing.assert_allclose(good.result(60)[0], bge_siglip_vectorizer.encode_texts(["fine"]), atol=1e-5)
+        np.testing.assert_allclose(other.result(60)[0], bge_siglip_vectorizer.encode_texts(["also fine"]), atol=1e-5)
+        with pytest.raises(InvalidTextError) as info:
+            bad.result(60)
+        assert info.value.index == 1  # the position in its own request, not in the combined batch
+        assert batcher.stats.worker_batches == 1 and batcher.stats.failed == 1
+        assert batcher.pending_items == 0  # capacity is given back before each answer
+    finally:
+        batcher.close()
+    with pytest.raises(ShuttingDown):
+        batcher.admit(1)

@@ -1,0 +1,149 @@
+"""Overload, size limits, API key, readiness while loading, graceful shutdown: all over real HTTP."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+
+from bge_siglip_vectorizer import Vectorizer
+
+
+def _assert_error(response: httpx.Response, status: int, *needles: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert list(body) == ["error"] and isinstance(body["error"], str), body
+    for needle in needles:
+        assert needle in body["error"], body["error"]
+
+
+def test_overload_is_503_json_and_queued_work_still_completes(start_server, wait_for) -> None:
+    running = start_server(max_queue_items=4, max_items_per_request=4)
+    url = running.url + "/vectorize"
+    with ThreadPoolExecutor(2) as pool, running.batcher.hold():
+        first = pool.submit(httpx.post, url, json={"texts": ["a", "b", "c"]}, timeout=60)
+        wait_for(lambda: running.batcher.pending_items == 3, what="first request admitted")
+        too_many = httpx.post(url, json={"texts": ["d", "e"]})  # 3 + 2 > 4: refused at admission
+        _assert_error(too_many, 503, "overloaded")
+        assert too_many.headers["retry-after"] == "1"
+        assert running.batcher.pending_items == 3  # the refused request reserved nothing
+        second = pool.submit(httpx.post, url, json={"texts": ["f"]}, timeout=60)  # 3 + 1 fits
+        wait_for(lambda: running.batcher.pending_items == 4, what="second request admitted")
+        _assert_error(httpx.post(url, json={"texts": ["g"]}), 503, "overloaded")  # full: refused before reading
+    assert [len(f.result().json()["textVectors"]) for f in (first, second)] == [3, 1]
+    # room again once the queued requests are answered
+    assert httpx.post(url, json={"texts": ["one more"]}).status_code == 200
+    assert httpx.get(running.url + "/meta").json()["server"]["rejected_overloaded"] == 2
+
+
+def test_body_too_large_is_413_json(start_server, png_b64) -> None:
+    running = start_server(max_body_bytes=2048)
+    big = {"images": [png_b64(1, 200, 200)]}
+    _assert_error(httpx.post(running.url + "/vectorize", json=big), 413, "2048")
+
+    def chunks():  # no Content-Length: the limit is enforced while reading
+        yield b'{"texts": ["'
+        for _ in range(10):
+            yield b"x" * 500
+        yield b'"]}'
+
+    _assert_error(httpx.post(running.url + "/vectorize", content=chunks()), 413)
+    assert httpx.post(running.url + "/vectorize", json={"texts": ["small"]}).status_code == 200
+
+
+def test_too_many_items_is_413(start_server) -> None:
+    running = start_server(max_items_per_request=3)
+    _assert_error(httpx.post(running.url + "/vectorize", json={"texts": ["a", "b", "c", "d"]}), 413, "at most 3")
+
+
+def test_image_over_the_pixel_limit_is_413_naming_it(start_server, png_b64) -> None:
+    running = start_server(max_image_pixels=40 * 40)
+    body = {"images": [png_b64(1, 30, 30), png_b64(2, 100, 100)]}
+    _assert_error(httpx.post(running.url + "/vectorize", json=body), 413, "images[1]")
+
+
+def test_api_key(start_server) -> None:
+    running = start_server(api_key="s3cret")
+    url = running.url
+    body = {"texts": ["hello"]}
+    response = httpx.post(url + "/vectorize", json=body)
+    _assert_error(response, 401, "API key")
+    assert response.headers["www-authenticate"] == "Bearer"
+    _assert_error(httpx.post(url + "/vectorize", json=body, headers={"Authorization": "Bearer wrong"}), 401)
+    _assert_error(httpx.post(url + "/vectorize", json=body, headers={"X-API-Key": "s3cret-not"}), 401)
+    _assert_error(httpx.get(url + "/meta"), 401)
+    assert httpx.post(url + "/vectorize", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert httpx.post(url + "/vectorize", json=body, headers={"X-API-Key": "s3cret"}).status_code == 200
+    assert httpx.get(url + "/meta", headers={"X-API-Key": "s3cret"}).status_code == 200
+    # probes stay open: Weaviate and orchestrators call them without credentials
+    assert httpx.get(url + "/.well-known/ready").status_code == 204
+    assert httpx.get(url + "/.well-known/live").status_code == 204
+
+
+def test_not_ready_until_the_model_is_loaded(start_server, bge_siglip_model_dir, wait_for) -> None:
+    release = threading.Event()
+
+    def slow_loader() -> Vectorizer:
+        release.wait(60)  # the real load, started only when the test has checked the loading state
+        return Vectorizer.from_pretrained(bge_siglip_model_dir, device="cpu")
+
+    running = start_server(wait_ready=False, app_options={"loader": slow_loader})
+    try:
+        _assert_error(httpx.get(running.url + "/.well-known/ready"), 503, "loading")
+        assert httpx.get(running.url + "/.well-known/live").status_code == 204
+        _assert_error(httpx.post(running.url + "/vectorize", json={"texts": ["x"]}), 503, "loading")
+        _assert_error(httpx.get(running.url + "/meta"), 503)
+    finally:
+        release.set()
+    running.wait_ready()
+    assert httpx.post(running.url + "/vectorize", json={"texts": ["x"]}).status_code == 200
+
+
+def test_load_failure_is_reported_by_ready(start_server) -> None:
+    failures: list[BaseException] = []
+
+    def broken_loader() -> Vectorizer:
+        return Vectorizer.from_pretrained("/nonexistent/model/dir", device="cpu")
+
+    running = start_server(wait_ready=False, app_options={"loader": broken_loader, "on_load_failed": failures.append})
+    assert running.state.loaded.wait(60)
+    assert len(failures) == 1
+    _assert_error(httpx.get(running.url + "/.well-known/ready"), 503, "failed to load")
+    _assert_error(httpx.post(running.url + "/vectorize", json={"texts": ["x"]}), 503, "failed to load")
+
+
+def test_graceful_shutdown_finishes_in_flight_requests(start_server, wait_for) -> None:
+    running = start_server()
+    host, port = urlparse(running.url).hostname, urlparse(running.url).port
+
+    def refuses_connections() -> bool:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return False
+        except OSError:
+            return True
+
+    with ThreadPoolExecutor(1) as pool, running.batcher.hold():
+        in_flight = pool.submit(httpx.post, running.url + "/vectorize", json={"texts": ["in flight"]}, timeout=60)
+        wait_for(lambda: running.batcher.queued_requests == 1, what="request queued")
+        running.server.should_exit = True  # what SIGTERM does
+        wait_for(refuses_connections, what="listening socket closed")
+        assert running.thread.is_alive()  # still waiting for the in-flight request
+    response = in_flight.result()
+    assert response.status_code == 200 and len(response.json()["textVectors"]) == 1
+    running.thread.join(60)
+    assert not running.thread.is_alive()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"max_batch_size": 0}, {"max_queue_items": 0}, {"max_items_per_request": 10, "max_queue_items": 5},
+     {"max_wait_ms": -1}, {"max_body_bytes": 0}],
+)
+def test_settings_are_validated(server_settings, options) -> None:
+    with pytest.raises(ValueError):
+        server_settings(**options)
