@@ -32,9 +32,18 @@ class ImageEncoder(nn.Module):
     def forward(
         self, pixel_values: torch.Tensor, pixel_attention_mask: torch.Tensor, spatial_shapes: torch.Tensor
     ) -> torch.Tensor:
-        pooled = self.vision(
+        return self.project(self.pool(pixel_values, pixel_attention_mask, spatial_shapes))
+
+    def pool(
+        self, pixel_values: torch.Tensor, pixel_attention_mask: torch.Tensor, spatial_shapes: torch.Tensor
+    ) -> torch.Tensor:
+        """The vision tower's pooled output (what training caches when the tower is frozen)."""
+        return self.vision(
             pixel_values=pixel_values, pixel_attention_mask=pixel_attention_mask, spatial_shapes=spatial_shapes
         ).pooler_output
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Projector + L2 normalisation: pooled vision features -> vectors in the text space."""
         return F.normalize(self.projector(pooled).float(), dim=-1)
 
     def projector_state(self) -> dict[str, torch.Tensor]:

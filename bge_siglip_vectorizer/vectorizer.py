@@ -87,6 +87,7 @@ class Vectorizer:
         self.backend: Backend = _make_backend(backend, components, device, dtype)
         self.num_workers = num_workers or min(8, (os.cpu_count() or 2) + 2)
         self.stats = EncodeStats()
+        self._stats_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         pad_id = getattr(self.tokenizer, "pad_token_id", None)
@@ -300,8 +301,7 @@ class Vectorizer:
             rows = unique[start : start + batch_size]
             pixel_values, mask, shapes = collate([prepared[i][0] for i in rows], self.preprocessing)
             out[rows] = self.backend.run_images(pixel_values, mask, shapes)
-            self.stats.image_batches += 1
-            self.stats.images += len(rows)
+            self._count(images=len(rows))
             if progress is not None:
                 progress.update(len(rows))
         for row, source in duplicates:
@@ -333,8 +333,7 @@ class Vectorizer:
                 ids[r, : len(token_ids[i])] = token_ids[i]
                 mask[r, : len(token_ids[i])] = 1
             vectors[rows] = self.backend.run_texts(ids, mask)
-            self.stats.text_batches += 1
-            self.stats.texts += len(rows)
+            self._count(texts=len(rows))
             if progress is not None:
                 progress.update(len(rows))
         index_of = {text: i for i, text in enumerate(unique)}
@@ -342,6 +341,13 @@ class Vectorizer:
         if progress is not None:
             progress.update(len(texts) - len(unique))
         return out
+
+    def _count(self, images: int = 0, texts: int = 0) -> None:
+        with self._stats_lock:  # one Vectorizer may encode from several threads (e.g. a web server's pool)
+            self.stats.images += images
+            self.stats.texts += texts
+            self.stats.image_batches += bool(images)
+            self.stats.text_batches += bool(texts)
 
     def close(self) -> None:
         """Stop the decode threads (also done at interpreter exit)."""

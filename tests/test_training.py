@@ -160,3 +160,14 @@ def test_demo_runs_end_to_end_offline(tmp_path):
     assert result.recall["text_to_image"]["R@1"] >= 0.9
     assert result.query_hits["chroma"] >= 0.8 and result.query_hits["qdrant"] >= 0.8
     assert (tmp_path / "demo" / "chroma").is_dir() and (tmp_path / "demo" / "qdrant").is_dir()
+
+
+def test_projector_only_training_uses_cached_features_faithfully(shapes, vision_tower, tmp_path):
+    # trainable_vision_layers=0: pooled features are computed once; the saved model must agree with them.
+    result = train(_config(shapes, vision_tower, tmp_path / "head-only", trainable_vision_layers=0, epochs=3))
+    from bge_siglip_vectorizer.training import evaluate
+
+    report = evaluate(Vectorizer.from_pretrained(result.output_dir), read_examples(shapes / "val.jsonl"))
+    assert report.text_to_image == result.final.text_to_image
+    assert report.image_to_text == result.final.image_to_text
+    assert result.final.text_to_image[1] > 0.3  # it learned something (chance is 1/16 of the labels)

@@ -116,7 +116,13 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         if resume_dir is not None:
             self._load_state(resume_dir)
-        self.images = _ImageSource(self.vectorizer, [e.image for e in self.train_examples], config.show_progress)
+        # A frozen tower gives the same pooled features every epoch: compute them once and train only the head.
+        self.frozen_vision = config.trainable_vision_layers == 0
+        if self.frozen_vision:
+            self.train_features = self._pooled_features([e.image for e in self.train_examples])
+            self.val_features = self._pooled_features([e.image for e in self.val_examples])
+        else:
+            self.images = _ImageSource(self.vectorizer, [e.image for e in self.train_examples], config.show_progress)
 
     # ------------------------------------------------------------------------------------------------ setup
     def _read_data(self) -> tuple[list[Example], list[Example]]:
@@ -246,15 +252,38 @@ class Trainer:
         (self.out / "training_log.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         return TrainResult(self.out, self.step, self.history, final)
 
+    def _inputs(self, images: list[PatchedImage]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        pixel_values, mask, shapes = collate(images, self.components.preprocessing)
+        return (torch.from_numpy(pixel_values).to(self.device), torch.from_numpy(mask).to(self.device),
+                torch.from_numpy(shapes).to(self.device))
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    def _pooled_features(self, images: list[str], chunk: int = 1024) -> torch.Tensor:
+        """Pooled vision features of every image: decoded a chunk at a time, batched by similar patch count."""
+        features = torch.empty((len(images), self.encoder.vision.config.hidden_size), device=self.device)
+        self.encoder.eval()
+        # no_grad, not inference_mode: the features are later inputs of the projector's backward pass.
+        with torch.no_grad(), self._autocast(), tqdm(total=len(images), desc="vision features", unit="img",
+                                                     disable=self.config.show_progress is False) as bar:
+            for offset in range(0, len(images), chunk):
+                prepared = self.vectorizer.prepare_images(images[offset : offset + chunk], show_progress=False)
+                order = sorted(range(len(prepared)), key=lambda i: prepared[i].num_patches)
+                for start in range(0, len(order), self.config.batch_size):
+                    rows = order[start : start + self.config.batch_size]
+                    pooled = self.encoder.pool(*self._inputs([prepared[i] for i in rows]))
+                    features[[offset + i for i in rows]] = pooled.float()
+                    bar.update(len(rows))
+        return features
+
     def _train_step(self, batch: list[int], keys: np.ndarray, caption_ids: torch.Tensor, loss_fn) -> float:
         self.encoder.train()
-        pixel_values, mask, shapes = collate(self.images.get(batch), self.components.preprocessing)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            image_vectors = self.encoder(
-                torch.from_numpy(pixel_values).to(self.device),
-                torch.from_numpy(mask).to(self.device),
-                torch.from_numpy(shapes).to(self.device),
-            )
+        with self._autocast():
+            if self.frozen_vision:
+                image_vectors = self.encoder.project(self.train_features[batch])
+            else:
+                image_vectors = self.encoder(*self._inputs(self.images.get(batch)))
         text_vectors = self.caption_vectors[caption_ids[batch]]
         logits = pair_logits(image_vectors.float(), text_vectors, self.encoder.logit_scale, self.encoder.logit_bias)
         positives = torch.from_numpy(keys[batch][:, None] == keys[batch][None, :]).to(self.device)
@@ -270,7 +299,11 @@ class Trainer:
     def validate(self) -> RecallReport:
         """Recall@k on the validation examples with the current weights, through the core encode path."""
         self.encoder.eval()
-        image_vectors = self.vectorizer.encode_images([e.image for e in self.val_examples], show_progress=False)
+        if self.frozen_vision:
+            with torch.inference_mode():
+                image_vectors = self.encoder.project(self.val_features).cpu().numpy()
+        else:
+            image_vectors = self.vectorizer.encode_images([e.image for e in self.val_examples], show_progress=False)
         captions, _ = unique_captions(self.val_examples)
         caption_vectors = self.caption_vectors[[self.caption_index[c] for c in captions]].cpu().numpy()
         return recall_report(image_vectors, caption_vectors, self.val_examples)
