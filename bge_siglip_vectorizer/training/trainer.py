@@ -220,8 +220,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ training
     def run(self) -> TrainResult:
         config = self.config
-        show = config.show_progress if config.show_progress is not None else None
-        bar = tqdm(total=self.total_steps, initial=self.step, desc="training", unit="step", disable=show is False)
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="training", unit="step", disable=_no_bar(config.show_progress))
         keys = np.asarray([e.key for e in self.train_examples], dtype=object)
         caption_ids = torch.tensor([self.caption_index[e.caption] for e in self.train_examples], device=self.device)
         loss_fn = LOSSES[config.loss]
@@ -266,7 +265,7 @@ class Trainer:
         self.encoder.eval()
         # no_grad, not inference_mode: the features are later inputs of the projector's backward pass.
         with torch.no_grad(), self._autocast(), tqdm(total=len(images), desc="vision features", unit="img",
-                                                     disable=self.config.show_progress is False) as bar:
+                                                     disable=_no_bar(self.config.show_progress)) as bar:
             for offset in range(0, len(images), chunk):
                 prepared = self.vectorizer.prepare_images(images[offset : offset + chunk], show_progress=False)
                 order = sorted(range(len(prepared)), key=lambda i: prepared[i].num_patches)
@@ -350,6 +349,11 @@ class _ImageSource:
         if self.cached is not None:
             return [self.cached[i] for i in indices]
         return self.vectorizer.prepare_images([self.images[i] for i in indices], show_progress=False)
+
+
+def _no_bar(show_progress: bool | None) -> bool | None:
+    # tqdm's disable=None hides the bar when stderr is not a terminal (logs, CI), as show_progress=None means.
+    return None if show_progress is None else not show_progress
 
 
 def _checkpoints(out: Path) -> list[Path]:
