@@ -8,7 +8,7 @@ The collection stores the embedding function's config, so a second run (or any p
 ``import bge_siglip_chroma``) reopens it with ``client.get_collection(...)`` and no embedding function argument.
 Try it without trained weights on a tiny random model (results are then arbitrary, the mechanics are real):
 
-    python -c "from bge_siglip_vectorizer.testing import make_tiny_model; make_tiny_model('/tmp/tiny')"
+    bge-siglip make-tiny tiny
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Weaviate sends ``{"texts": [...], "images": [...]}`` (either field may be missing or ``null``) and expects
 ``{"textVectors": [...], "imageVectors": [...]}`` back, or ``{"error": "..."}`` with a status >= 400 (see
-``/work/shared/weaviate-multi2vec-contract.md`` and weaviate/weaviate ``modules/multi2vec-clip/clients``).
+the contract in weaviate/weaviate ``modules/multi2vec-clip/clients``).
 
 Images arrive as base64 of the file bytes. They are decoded by the core's ``load_base64_image``, not its generic
 ``load_image``: that one also opens file paths and fetches URLs, which a network server must never do on behalf of a
