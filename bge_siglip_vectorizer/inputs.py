@@ -78,18 +78,14 @@ def load_image(item: Any, index: int | None = None, limits: ImageLimits = DEFAUL
     )
 
 
-def validate_text(item: Any, index: int | None = None) -> str:
-    """Return ``item`` if it is a non-blank string, else raise ``InvalidTextError`` naming it."""
+def validate_text(item: Any, index: int | None = None, allow_empty: bool = False) -> str:
+    """Return ``item`` if it is a non-blank string (any string with ``allow_empty``), else raise
+    ``InvalidTextError`` naming it."""
     if not isinstance(item, str):
         raise InvalidTextError(f"expected a string, got {type(item).__name__}", index=index)
-    if not item.strip():
+    if not allow_empty and not item.strip():
         raise InvalidTextError("empty text", index=index)
     return item
-
-
-def looks_like_image_reference(text: str) -> bool:
-    """True for strings that are clearly image references (URL, data URI, existing file); used by adapters."""
-    return bool(_DATA_URI.match(text)) or text.startswith(("http://", "https://", "file://")) or os.path.isfile(text)
 
 
 def load_base64_image(text: Any, index: int | None = None, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image:
@@ -117,7 +113,10 @@ def _from_string(text: str, index: int | None, limits: ImageLimits) -> Image.Ima
     source = stripped
     if _DATA_URI.match(stripped):
         return load_base64_image(stripped, index, limits)
-    scheme = urlparse(stripped).scheme.lower() if "://" in stripped[:16] else ""
+    try:
+        scheme = urlparse(stripped).scheme.lower() if "://" in stripped[:16] else ""
+    except ValueError as exc:  # e.g. an unbalanced IPv6 bracket
+        raise ImageFetchError(f"malformed URL ({exc})", index=index, source=source) from None
     if scheme in ("http", "https"):
         return _decode_bytes(_fetch(stripped, index, limits), index, source, limits)
     if scheme == "file":
@@ -281,7 +280,7 @@ def _fetch(url: str, index: int | None, limits: ImageLimits) -> bytes:
         raise ImageFetchError(
             f"timed out after {limits.url_timeout_s:g}s", index=index, source=url
         ) from None
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL is not an HTTPError
         raise ImageFetchError(f"download failed ({type(exc).__name__}: {exc})", index=index, source=url) from None
     return b"".join(chunks)
 

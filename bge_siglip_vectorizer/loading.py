@@ -15,6 +15,7 @@ projector composed with the public towers.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -257,6 +258,29 @@ def build_components(
         text_max_length=max_len,
         source=str(directory) if directory is not None else None,
     )
+
+
+def model_fingerprint(components: Components) -> str:
+    """sha256 over what decides the vector space: projector weights, both towers' configs, pooling, preprocessing.
+
+    Tower weights are not hashed (gigabytes); training that changes the vision tower also changes the projector.
+    """
+    digest = hashlib.sha256()
+    for key, tensor in sorted(components.image_encoder.projector_state().items()):
+        digest.update(key.encode() + tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    facts = [
+        components.image_encoder.vision.config.to_dict(),
+        components.text_encoder.model.config.to_dict(),
+        components.config.text_pooling,
+        components.text_max_length,
+        # max_num_patches only sets how much detail is kept; the vectors stay in the same space.
+        {k: v for k, v in components.preprocessing.to_dict().items() if k != "max_num_patches"},
+    ]
+    for volatile in ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "architectures"):
+        for config in facts[:2]:
+            config.pop(volatile, None)  # type: ignore[union-attr]
+    digest.update(json.dumps(facts, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
 
 
 def save_components(

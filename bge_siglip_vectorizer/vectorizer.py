@@ -35,6 +35,7 @@ from .loading import (
     load_components,
     load_text_tower,
     load_vision_tower,
+    model_fingerprint,
     read_projector,
     save_components,
 )
@@ -186,12 +187,35 @@ class Vectorizer:
             return self._encode_images(items, list(range(len(items))), batch_size, progress)
 
     def encode_texts(
-        self, texts: Iterable[str], batch_size: int = 32, show_progress: bool | None = None
+        self,
+        texts: Iterable[str],
+        batch_size: int = 32,
+        show_progress: bool | None = None,
+        allow_empty: bool = False,
     ) -> np.ndarray:
-        """Encode texts (any language; truncated at the text tower's maximum length) to ``(n, dim)``."""
+        """Encode texts (any language; truncated at the text tower's maximum length) to ``(n, dim)``.
+
+        Empty or blank texts are an error unless ``allow_empty`` (e.g. a server mirroring a reference that embeds
+        ``""`` like any other string).
+        """
         items = _as_list(texts, "texts")
         with self._progress(len(items), batch_size, show_progress, "texts") as progress:
-            return self._encode_texts(items, list(range(len(items))), batch_size, progress)
+            return self._encode_texts(items, list(range(len(items))), batch_size, progress, allow_empty)
+
+    def encode_prepared(self, images: Sequence[PatchedImage], batch_size: int = 32) -> np.ndarray:
+        """Encode images already decoded and patchified by :meth:`prepare_images` (servers prepare in request
+        threads and queue the small uint8 patches instead of full-size images)."""
+        _check_batch_size(batch_size)
+        out = np.empty((len(images), self.dim), dtype=np.float32)
+        if images:
+            self._forward_images([(item, _digest(item)) for item in images], out, batch_size, None)
+        return out
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the mapping from inputs to vectors (projector, towers' configs, pooling, preprocessing):
+        stores refuse to mix vectors of models with different fingerprints."""
+        return model_fingerprint(self.components)
 
     def encode_mixed(
         self,
@@ -252,14 +276,13 @@ class Vectorizer:
             return self._pool
 
     def _prepare_image(self, item: Any, position: int) -> tuple[PatchedImage, bytes]:
-        image = load_image(item, position, self.limits)
         try:
-            patched = patchify(image, self.preprocessing)
-        except Exception as exc:  # noqa: BLE001 - a PIL/numpy failure must still name the item
-            raise InvalidImageError(f"cannot preprocess image ({type(exc).__name__}: {exc})", index=position) from None
-        digest = hashlib.blake2b(patched.patches.data, digest_size=16)
-        digest.update(np.asarray(patched.grid, dtype=np.int64).tobytes())
-        return patched, digest.digest()
+            patched = patchify(load_image(item, position, self.limits), self.preprocessing)
+        except InvalidInputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever PIL/numpy/httpx raise, the caller learns which item
+            raise InvalidImageError(f"cannot decode image ({type(exc).__name__}: {exc})", index=position) from None
+        return patched, _digest(patched)
 
     def _encode_images(self, items: list[Any], positions: list[int], batch_size: int, progress) -> np.ndarray:
         _check_batch_size(batch_size)
@@ -269,6 +292,7 @@ class Vectorizer:
             return out
         window = max(4 * batch_size, 64)
         pool = self._executor()
+        computed: dict[bytes, np.ndarray] = {}  # content digest -> its vector, across windows
 
         def submit(start: int) -> list[Future]:
             return [pool.submit(self._prepare_image, items[i], positions[i]) for i in range(start, min(start + window, n))]
@@ -279,19 +303,31 @@ class Vectorizer:
                 current = pending
                 prepared = [future.result() for future in current]  # in order: the first bad item raises
                 pending = submit(start + window) if start + window < n else []
-                self._forward_images(prepared, out[start : start + len(prepared)], batch_size, progress)
+                self._forward_images(prepared, out[start : start + len(prepared)], batch_size, progress, computed)
         except BaseException:
             for future in pending:
                 future.cancel()
             raise
         return out
 
-    def _forward_images(self, prepared: list[tuple[PatchedImage, bytes]], out: np.ndarray, batch_size: int, progress) -> None:
+    def _forward_images(
+        self,
+        prepared: list[tuple[PatchedImage, bytes]],
+        out: np.ndarray,
+        batch_size: int,
+        progress,
+        computed: dict[bytes, np.ndarray] | None = None,
+    ) -> None:
+        """Encode prepared images into ``out``; identical content (also seen in ``computed``) runs once."""
+        computed = {} if computed is None else computed
         first_of: dict[bytes, int] = {}
         duplicates: list[tuple[int, int]] = []
         unique: list[int] = []
         for i, (_, digest) in enumerate(prepared):
-            if digest in first_of:
+            if digest in computed:
+                out[i] = computed[digest]
+                duplicates.append((i, i))
+            elif digest in first_of:
                 duplicates.append((i, first_of[digest]))
             else:
                 first_of[digest] = i
@@ -306,12 +342,16 @@ class Vectorizer:
                 progress.update(len(rows))
         for row, source in duplicates:
             out[row] = out[source]
+        for digest, row in first_of.items():
+            computed[digest] = out[row]
         if progress is not None and duplicates:
             progress.update(len(duplicates))
 
-    def _encode_texts(self, items: list[Any], positions: list[int], batch_size: int, progress) -> np.ndarray:
+    def _encode_texts(
+        self, items: list[Any], positions: list[int], batch_size: int, progress, allow_empty: bool = False
+    ) -> np.ndarray:
         _check_batch_size(batch_size)
-        texts = [validate_text(item, position) for item, position in zip(items, positions)]
+        texts = [validate_text(item, position, allow_empty) for item, position in zip(items, positions)]
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
@@ -319,8 +359,14 @@ class Vectorizer:
         for i, text in enumerate(texts):
             first_of.setdefault(text, i)
         unique = list(first_of)
+        # Cut absurdly long strings before tokenising: tokenisers process the whole string before truncating, and
+        # no real text needs more than ~32 characters per token to reach the limit.
+        char_limit = self.text_max_length * 32
         token_ids = self.tokenizer(
-            unique, truncation=True, max_length=self.text_max_length, return_attention_mask=False
+            [text[:char_limit] for text in unique],
+            truncation=True,
+            max_length=self.text_max_length,
+            return_attention_mask=False,
         )["input_ids"]
         order = sorted(range(len(unique)), key=lambda i: len(token_ids[i]), reverse=True)
         vectors = np.empty((len(unique), self.dim), dtype=np.float32)
@@ -355,6 +401,12 @@ class Vectorizer:
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
+
+
+def _digest(patched: PatchedImage) -> bytes:
+    digest = hashlib.blake2b(patched.patches.data, digest_size=16)
+    digest.update(np.asarray(patched.grid, dtype=np.int64).tobytes())
+    return digest.digest()
 
 
 def _make_backend(backend: str | Backend, components: Components, device, dtype) -> Backend:

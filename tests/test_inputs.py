@@ -238,3 +238,8 @@ def test_load_base64_image_never_opens_paths_or_urls(png, tmp_path, image_server
         load_base64_image(b"bytes", 0)
     with pytest.raises(InvalidImageError, match="empty image string"):
         load_base64_image("data:image/png;base64,", 0)
+
+
+def test_malformed_urls_are_typed_errors(bge_siglip_vectorizer, png):
+    _fails(bge_siglip_vectorizer, [png, "http://[::1/x.png"], ImageFetchError, 1, "malformed URL")
+    _fails(bge_siglip_vectorizer, ["http://\x00/x.png"], ImageFetchError, 0, "download failed")

@@ -157,3 +157,39 @@ def test_shared_vectorizer_is_one_instance_per_configuration(bge_siglip_model_di
 def test_bad_batch_size(bge_siglip_vectorizer):
     with pytest.raises(ValueError, match="batch_size"):
         bge_siglip_vectorizer.encode_texts(["a"], batch_size=0)
+
+
+def test_identical_items_are_computed_once_across_decode_windows(bge_siglip_model_dir):
+    vectorizer = Vectorizer.from_pretrained(bge_siglip_model_dir)
+    images = sample_images()[:3]
+    vectors = vectorizer.encode_images(images * 60, batch_size=4)  # 180 items: several windows of 64
+    assert vectorizer.stats.images == 3
+    for i in range(3, 180):
+        assert np.array_equal(vectors[i], vectors[i % 3])
+
+
+def test_encode_prepared_equals_encode_images(bge_siglip_vectorizer):
+    images = sample_images(seed=2)[:6]
+    prepared = bge_siglip_vectorizer.prepare_images(images)
+    np.testing.assert_array_equal(
+        bge_siglip_vectorizer.encode_prepared(prepared, batch_size=4), bge_siglip_vectorizer.encode_images(images, batch_size=4)
+    )
+    assert bge_siglip_vectorizer.encode_prepared([]).shape == (0, bge_siglip_vectorizer.dim)
+
+
+def test_empty_texts_only_when_allowed(bge_siglip_vectorizer):
+    vectors = bge_siglip_vectorizer.encode_texts(["", "  ", "a"], allow_empty=True)
+    assert vectors.shape == (3, bge_siglip_vectorizer.dim)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="empty text"):
+        bge_siglip_vectorizer.encode_texts(["", "a"])
+
+
+def test_fingerprint_identifies_the_mapping(bge_siglip_vectorizer, bge_siglip_model_dir, tmp_path):
+    copy = Vectorizer.from_pretrained(bge_siglip_vectorizer.save_pretrained(tmp_path / "moved"))
+    assert copy.fingerprint == bge_siglip_vectorizer.fingerprint  # same model, another place
+    other = Vectorizer.from_pretrained(make_tiny_model(tmp_path / "other", seed=3))
+    assert other.fingerprint != bge_siglip_vectorizer.fingerprint
+    # A smaller patch budget keeps less detail but stays in the same space: compatible, same fingerprint.
+    fewer_patches = Vectorizer.from_pretrained(bge_siglip_model_dir, max_num_patches=64)
+    assert fewer_patches.fingerprint == bge_siglip_vectorizer.fingerprint
