@@ -10,6 +10,7 @@ the first bad one in input order raises a typed error naming its index, and no v
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import sys
@@ -211,10 +212,10 @@ class Vectorizer:
             self._forward_images([(item, _digest(item)) for item in images], out, batch_size, None)
         return out
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
-        """Identifies the mapping from inputs to vectors (projector, towers' configs, pooling, preprocessing):
-        stores refuse to mix vectors of models with different fingerprints."""
+        """Identifies the vector space (projector, towers' configs, pooling, preprocessing): stores refuse to mix
+        vectors of models with different fingerprints. Computed once per instance."""
         return model_fingerprint(self.components)
 
     def encode_mixed(

@@ -16,6 +16,7 @@ from chromadb.utils.embedding_functions import config_to_embedding_function, kno
 from PIL import Image
 
 from bge_siglip_chroma import BGESigLIPEmbeddingFunction, ImageURI, ImageURILoader
+from bge_siglip_vectorizer.testing import make_tiny_model
 from bge_siglip_vectorizer import InvalidImageError, InvalidInputError, InvalidTextError, ModelLoadError
 from bge_siglip_vectorizer.errors import UnsupportedImageTypeError
 from bge_siglip_vectorizer.testing.contract import CONTRACT_TEXTS, contract_images
@@ -59,7 +60,7 @@ def test_name_is_registered_and_namespaced(ef):
 def test_config_is_json_and_round_trips(ef, bge_siglip_model_dir):
     config = ef.get_config()
     assert config == {"model": str(Path(bge_siglip_model_dir).resolve()), "device": "cpu", "batch_size": 32,
-                      "max_num_patches": None}
+                      "max_num_patches": None, "fingerprint": ef.vectorizer.fingerprint}
     stored = json.loads(json.dumps(config))  # what Chroma persists
     rebuilt = config_to_embedding_function({"name": "bge-siglip", "config": stored})
     assert isinstance(rebuilt, BGESigLIPEmbeddingFunction)
@@ -100,24 +101,36 @@ def test_validate_config_rejects(bad):
         BGESigLIPEmbeddingFunction.validate_config(bad)
 
 
-def test_validate_config_update_refuses_a_model_change(ef):
+def test_validate_config_update_refuses_a_model_change(ef, tmp_path):
     old = ef.get_config()
     ef.validate_config_update(old, {**old, "device": None, "batch_size": 8, "max_num_patches": 64})  # allowed
+    ef.validate_config_update(old, {**old, "model": "/moved/here"})  # same fingerprint: the same model, moved
     with pytest.raises(ValueError, match="cannot change the model"):
-        ef.validate_config_update(old, {**old, "model": "/somewhere/else"})
+        ef.validate_config_update(old, {**old, "fingerprint": "0" * 64})  # another model, even at the same path
+    legacy = {k: v for k, v in old.items() if k != "fingerprint"}  # configs from before fingerprints
+    with pytest.raises(ValueError, match="cannot change the model"):
+        ef.validate_config_update(legacy, {**legacy, "model": "/somewhere/else"})
+
+
+def test_a_model_replaced_in_place_is_refused_on_reopen(ef):
+    stored = {**ef.get_config(), "fingerprint": "f" * 64}  # as if the directory had been retrained since
+    with pytest.raises(ValueError, match="not the one this collection was embedded with"):
+        BGESigLIPEmbeddingFunction.build_from_config(stored)
 
 
 def test_modify_through_chroma_refuses_another_model(ef, client, collection_name, bge_siglip_model_dir, tmp_path):
     collection = client.create_collection(collection_name, embedding_function=ef)
-    other_dir = shutil.copytree(bge_siglip_model_dir, tmp_path / "other-model")
-    other = BGESigLIPEmbeddingFunction(other_dir, device="cpu")
+    other = BGESigLIPEmbeddingFunction(make_tiny_model(tmp_path / "other-model", seed=7), device="cpu")
     with pytest.raises(ValueError, match="cannot change the model"):
         collection.modify(configuration={"embedding_function": other})
-    collection.modify(configuration={"embedding_function": BGESigLIPEmbeddingFunction(bge_siglip_model_dir,
-                                                                                      device="cpu", batch_size=8)})
+    # The same model in a new place is accepted, and the new location is stored.
+    moved = shutil.copytree(bge_siglip_model_dir, tmp_path / "moved-model")
+    collection.modify(configuration={"embedding_function": BGESigLIPEmbeddingFunction(moved, device="cpu",
+                                                                                      batch_size=8)})
     stored = client.get_collection(collection_name).configuration_json["embedding_function"]
     assert stored["config"]["batch_size"] == 8
-    assert stored["config"]["model"] == ef.get_config()["model"]
+    assert stored["config"]["model"] == str(Path(moved).resolve())
+    assert stored["config"]["fingerprint"] == ef.get_config()["fingerprint"]
 
 
 def test_collection_defaults_to_cosine(ef, client, collection_name):

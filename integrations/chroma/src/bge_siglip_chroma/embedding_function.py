@@ -22,7 +22,7 @@ __all__ = ["BGESigLIPEmbeddingFunction", "ImageURI", "ImageURILoader", "NAME"]
 
 #: The registry key stored in every collection's config. Namespaced so it cannot clash with Chroma's own names.
 NAME = "bge-siglip"
-_CONFIG_KEYS = frozenset({"model", "device", "batch_size", "max_num_patches"})
+_CONFIG_KEYS = frozenset({"model", "device", "batch_size", "max_num_patches", "fingerprint"})
 
 
 class ImageURI(str):
@@ -98,6 +98,7 @@ class BGESigLIPEmbeddingFunction(EmbeddingFunction[Embeddable]):
         # and Chroma calls build_from_config on every add/query of a reopened collection.
         options = {k: v for k, v in (("device", device), ("max_num_patches", max_num_patches)) if v is not None}
         self._vectorizer = shared_vectorizer(self.model, **options)
+        self.fingerprint = self._vectorizer.fingerprint
 
     @property
     def vectorizer(self) -> Vectorizer:
@@ -139,17 +140,27 @@ class BGESigLIPEmbeddingFunction(EmbeddingFunction[Embeddable]):
             "device": self.device,
             "batch_size": self.batch_size,
             "max_num_patches": self.max_num_patches,
+            # Identifies the vector space, wherever the model directory lives (see build_from_config).
+            "fingerprint": self.fingerprint,
         }
 
     @staticmethod
     def build_from_config(config: Dict[str, Any]) -> "BGESigLIPEmbeddingFunction":
         BGESigLIPEmbeddingFunction.validate_config(config)
-        return BGESigLIPEmbeddingFunction(
+        function = BGESigLIPEmbeddingFunction(
             model=config["model"],
             device=config.get("device"),
             batch_size=config.get("batch_size", 32),
             max_num_patches=config.get("max_num_patches"),
         )
+        stored = config.get("fingerprint")
+        if stored is not None and stored != function.fingerprint:
+            # E.g. the directory was retrained in place: its vectors would silently not match the stored ones.
+            raise ValueError(
+                f"the model at {config['model']!r} is not the one this collection was embedded with (fingerprint "
+                f"{function.fingerprint[:12]} != {stored[:12]}); re-embed into a new collection, or restore the model"
+            )
+        return function
 
     @staticmethod
     def validate_config(config: Dict[str, Any]) -> None:
@@ -166,6 +177,9 @@ class BGESigLIPEmbeddingFunction(EmbeddingFunction[Embeddable]):
         device = config.get("device")
         if device is not None and not isinstance(device, str):
             raise ValueError(f"{NAME} config 'device' must be a string or null, got {device!r}")
+        fingerprint = config.get("fingerprint")
+        if fingerprint is not None and not isinstance(fingerprint, str):
+            raise ValueError(f"{NAME} config 'fingerprint' must be a string or null, got {fingerprint!r}")
         for key in ("batch_size", "max_num_patches"):
             value = config.get(key)
             if value is None:
@@ -174,11 +188,18 @@ class BGESigLIPEmbeddingFunction(EmbeddingFunction[Embeddable]):
                 raise ValueError(f"{NAME} config {key!r} must be a positive integer, got {value!r}")
 
     def validate_config_update(self, old_config: Dict[str, Any], new_config: Dict[str, Any]) -> None:
-        """Device, batch size and patch budget may change; the model may not (stored vectors would not match)."""
-        if "model" in new_config and new_config["model"] != old_config.get("model"):
+        """Device, batch size, patch budget and the model's location may change; the model itself may not (stored
+        vectors would no longer match). Models are compared by fingerprint, so a moved directory is accepted and
+        a different model at the same path is refused."""
+        old, new = old_config.get("fingerprint"), new_config.get("fingerprint")
+        if old is not None and new is not None:
+            changed = old != new
+        else:  # a config written before fingerprints existed: compare locations
+            changed = "model" in new_config and new_config["model"] != old_config.get("model")
+        if changed:
             raise ValueError(
                 f"cannot change the model of a {NAME} collection from {old_config.get('model')!r} to "
-                f"{new_config['model']!r}: its stored vectors would no longer match; re-embed into a new collection"
+                f"{new_config.get('model')!r}: its stored vectors would no longer match; re-embed into a new collection"
             )
 
 
