@@ -229,12 +229,12 @@ class BGESigLIPQdrant:
         Points get content-derived ids (:func:`~bge_siglip_qdrant.content_id`) unless ``ids`` is given, so
         re-ingesting the same files overwrites instead of duplicating. Each payload records ``modality`` and, for
         paths and URLs, ``source``; keys of ``payloads[i]`` are added (and win). Work goes in chunks of
-        ``chunk_size``: each chunk is fully encoded before it is written.
+        ``chunk_size``.
 
-        ``on_error="raise"`` (default): the first bad item raises its typed error (``index`` = position in
-        ``images``); nothing of its chunk is written, and if earlier chunks were written the message says how many
-        (re-running is safe: same ids). ``on_error="skip"``: bad items are left out and reported in
-        :attr:`IngestResult.skipped`.
+        ``on_error="raise"`` (default): every chunk is encoded before any is written, so the first bad item raises
+        its typed error (``index`` = position in ``images``) and nothing is written. ``on_error="skip"``: bad
+        items are left out and reported in :attr:`IngestResult.skipped`, and chunks are written as they are
+        encoded (for very large ingests: memory stays bounded by one chunk).
         """
         if isinstance(images, (str, os.PathLike)):
             if not os.path.isdir(images):
@@ -286,37 +286,35 @@ class BGESigLIPQdrant:
                 raise ValueError(f"{name} has {len(values)} entries for {len(items)} {modality}s")
         result = IngestResult(ids=[None] * len(items))
         show = show_progress if show_progress is not None else (len(items) > chunk_size and sys.stderr.isatty())
+        # on_error="raise": encode every chunk before writing any, so a bad item anywhere writes nothing (vectors
+        # are small: dim x 4 bytes each). on_error="skip": bad items never raise, so chunks stream as they finish.
+        pending: list[list[models.PointStruct]] = []
         with tqdm(total=len(items), unit=modality, desc=f"adding {modality}s", disable=not show) as bar:
             for start in range(0, len(items), chunk_size):
                 positions = list(range(start, min(start + chunk_size, len(items))))
-                try:
-                    kept, vectors = self._encode_chunk(
-                        items, positions, modality, on_error, result.skipped, show_progress
-                    )
-                except InvalidInputError as exc:
-                    if result.written:
-                        raise type(exc)(
-                            f"{exc.reason}; nothing of items {start}..{positions[-1]} was written, but the "
-                            f"{result.written} points of items 0..{start - 1} were (re-running with the same ids "
-                            "overwrites them, it does not duplicate them)",
-                            index=exc.index,
-                            source=exc.source,
-                        ) from None
-                    raise
+                kept, vectors = self._encode_chunk(items, positions, modality, on_error, result.skipped, show_progress)
                 points = []
                 for i, vector in zip(kept, vectors):
                     point_id = ids[i] if ids is not None else content_id(items[i], modality)
                     extra = (payloads[i] if payloads is not None else None) or {}
-                    payload = {**provenance(items[i], modality), **extra}
                     plain = vector.tolist()
                     points.append(models.PointStruct(
-                        id=point_id, vector={vector_name: plain} if vector_name else plain, payload=payload
+                        id=point_id,
+                        vector={vector_name: plain} if vector_name else plain,
+                        payload={**provenance(items[i], modality), **extra},
                     ))
                     result.ids[i] = point_id
-                if points:
-                    self._client.upsert(collection_name, points=points, wait=wait)
+                pending.append(points)
+                if on_error == "skip":
+                    self._write(collection_name, pending.pop(), wait)
                 bar.update(len(positions))
+        for points in pending:
+            self._write(collection_name, points, wait)
         return result
+
+    def _write(self, collection_name: str, points: list[models.PointStruct], wait: bool) -> None:
+        if points:
+            self._client.upsert(collection_name, points=points, wait=wait)
 
     def _encode_chunk(
         self,
