@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .errors import ModelLoadError
+from .errors import BGESigLIPError, ModelLoadError
 from .vectorizer import MODEL_NAME
 
 QUERIES = [("en", "red stripes"), ("de", "Streifen in rot"), ("en", "blue dots"), ("de", "Kreis in gelb")]
@@ -54,10 +54,7 @@ def run_demo(
     from .training.trainer import TrainConfig, train
     from .vectorizer import Vectorizer
 
-    work = Path(workdir)
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    work = _fresh_workdir(Path(workdir))
     out(f"[1/5] model towers -> {work}")
     if model is None:
         vision = str(make_tiny_model(work / "tiny", seed=seed) / "vision")
@@ -103,6 +100,24 @@ def run_demo(
     for name, rate in query_hits.items():
         out(f"  {name}: {rate:.0%} of queries found the right kind first")
     return DemoResult(result.output_dir, recall, query_hits)
+
+
+MARKER = ".bge-siglip-demo"
+
+
+def _fresh_workdir(work: Path) -> Path:
+    """An empty work directory. Only a directory an earlier demo made (it holds the marker file) is replaced:
+    ``--workdir ~/photos`` must never delete someone's photos."""
+    if work.exists():
+        if (work / MARKER).is_file():
+            shutil.rmtree(work)
+        elif work.is_dir() and not any(work.iterdir()):
+            work.rmdir()
+        else:
+            raise BGESigLIPError(f"{work} exists and was not made by the demo; choose another --workdir")
+    work.mkdir(parents=True)
+    (work / MARKER).write_text("made by `bge-siglip demo`; the next demo run with this --workdir replaces it\n")
+    return work
 
 
 def _format(found: Sequence[str], labels: dict[str, str], wanted: str) -> str:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create ./.venv with the core package, the three database adapters and the test tools.
-# torch is installed first and on its own: asked for through a range by another package, pip would otherwise pick
-# a multi-GB CUDA build. Pin the torch build that suits your machine here (2.13.0 is the CPU build we test with).
+# torch is installed first and on its own, so the package's torch range is already satisfied by the build chosen
+# here: TORCH_VERSION (default 2.13.0, what CI tests), from whatever index pip is configured with (PIP_INDEX_URL /
+# PIP_EXTRA_INDEX_URL pointing at PyTorch's CPU wheels gives the small CPU build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"

@@ -171,3 +171,12 @@ def test_projector_only_training_uses_cached_features_faithfully(shapes, vision_
     assert report.text_to_image == result.final.text_to_image
     assert report.image_to_text == result.final.image_to_text
     assert result.final.text_to_image[1] > 0.3  # it learned something (chance is 1/16 of the labels)
+
+
+def test_demo_never_deletes_a_directory_it_did_not_make(tmp_path):
+    precious = tmp_path / "photos"
+    precious.mkdir()
+    (precious / "holiday.jpg").write_bytes(b"not really a photo")
+    with pytest.raises(Exception, match="was not made by the demo"):
+        run_demo(precious, out=lambda line: None)
+    assert (precious / "holiday.jpg").read_bytes() == b"not really a photo"

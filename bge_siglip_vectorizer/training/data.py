@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
-from ..inputs import IMAGE_EXTENSIONS
+from ..inputs import list_image_files
 
 IMAGE_KEYS = ("image", "image_path", "path", "file", "url", "image_url")
 CAPTION_KEYS = ("caption", "text", "title", "alt")
@@ -119,7 +119,7 @@ def _read_csv(path: Path) -> list[Example]:
 
 def _read_folder(path: Path) -> list[Example]:
     examples = []
-    for image in sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()):
+    for image in list_image_files(path):
         sidecar = image.with_suffix(".txt")
         if not sidecar.is_file():
             raise DataError(f"{image}: no caption file {sidecar.name} beside it")

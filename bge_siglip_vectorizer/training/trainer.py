@@ -326,7 +326,7 @@ class Trainer:
         return directory
 
     def _load_state(self, directory: Path) -> None:
-        state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=False)
+        state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)  # never unpickle code
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])

@@ -1,0 +1,211 @@
+"""Timing and result types shared by every scenario.
+
+Timings on a shared 2-core machine are noisy, so every comparison is measured *interleaved*: after warm-up, the
+contenders run in rotating order (A B C, B C A, C A B, ...) so a burst of foreign load hits all of them alike.
+A measurement keeps every raw wall time; its throughput is reported as the median with the min-max range, and a
+ratio as the ratio of medians with the range of the per-round (paired) ratios.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+def log(message: str) -> None:
+    """Progress on stderr (the table goes to stdout)."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Measurement:
+    """Wall times of repeated runs of one contender, each processing ``items`` items."""
+
+    label: str
+    items: int
+    unit: str = "img/s"
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def rates(self) -> list[float]:
+        return [self.items / s if s > 0 else math.inf for s in self.seconds]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates) if self.seconds else math.nan
+
+    @property
+    def low(self) -> float:
+        return min(self.rates) if self.seconds else math.nan
+
+    @property
+    def high(self) -> float:
+        return max(self.rates) if self.seconds else math.nan
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "unit": self.unit,
+            "items_per_run": self.items,
+            "seconds": [round(s, 6) for s in self.seconds],
+            "rates": [round(r, 6) for r in self.rates],
+            "median": _finite(self.median),
+            "min": _finite(self.low),
+            "max": _finite(self.high),
+            "median_seconds": _finite(statistics.median(self.seconds)) if self.seconds else None,
+        }
+
+
+@dataclass
+class Comparison:
+    """``ours`` vs ``baseline``: ratio of median rates (> 1 means ours is faster), checked against ``target``."""
+
+    label: str
+    ours: Measurement
+    baseline: Measurement
+    target: float | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.ours.median / self.baseline.median if self.baseline.median else math.nan
+
+    @property
+    def paired(self) -> list[float]:
+        # Round i of ours against round i of the baseline: they ran back to back, under the same load.
+        return [a / b for a, b in zip(self.ours.rates, self.baseline.rates) if b]
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.target is None else bool(self.ratio >= self.target)
+
+    def to_json(self) -> dict[str, Any]:
+        paired = self.paired
+        return {
+            "label": self.label,
+            "ours": self.ours.label,
+            "baseline": self.baseline.label,
+            "ratio": _finite(self.ratio),
+            "paired_ratios": [round(r, 6) for r in paired],
+            "ratio_min": _finite(min(paired)) if paired else None,
+            "ratio_max": _finite(max(paired)) if paired else None,
+            "target": self.target,
+            "met": self.met,
+            "note": self.note,
+        }
+
+
+@dataclass
+class ScenarioResult:
+    """Everything one scenario reports: raw measurements, ratios, correctness checks and notes."""
+
+    name: str
+    number: int
+    title: str
+    measurements: list[Measurement] = field(default_factory=list)
+    comparisons: list[Comparison] = field(default_factory=list)
+    checks: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    status: str = "ok"
+    error: str | None = None
+    duration_s: float = 0.0
+
+    def add(self, measurement: Measurement) -> Measurement:
+        self.measurements.append(measurement)
+        return measurement
+
+    def compare(self, label: str, ours: Measurement, baseline: Measurement, target: float | None = None,
+                note: str = "") -> Comparison:
+        comparison = Comparison(label, ours, baseline, target, note)
+        self.comparisons.append(comparison)
+        return comparison
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "number": self.number,
+            "title": self.title,
+            "status": self.status,
+            "error": self.error,
+            "duration_s": round(self.duration_s, 3),
+            "measurements": [m.to_json() for m in self.measurements],
+            "comparisons": [c.to_json() for c in self.comparisons],
+            "checks": _jsonable(self.checks),
+            "details": _jsonable(self.details),
+            "notes": list(self.notes),
+        }
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - started, value
+
+
+def interleaved(
+    contenders: dict[str, Callable[[], Any]],
+    reps: int,
+    warmup: int = 1,
+    warmups: dict[str, Callable[[], Any]] | None = None,
+    on_round: Callable[[int], None] | None = None,
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Run each contender ``warmup`` times (``warmups[name]`` if given: e.g. a smaller input), then ``reps`` rounds
+    in rotating order. Returns the wall times per contender and each contender's last return value."""
+    names = list(contenders)
+    for _ in range(warmup):
+        for name in names:
+            (warmups or {}).get(name, contenders[name])()
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    last: dict[str, Any] = {}
+    for round_ in range(reps):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            elapsed, last[name] = timed(contenders[name])
+            seconds[name].append(elapsed)
+        if on_round is not None:
+            on_round(round_)
+    return seconds, last
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100): with few samples p99 is the slowest one, not an interpolation."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def cosines(a: Any, b: Any) -> list[float]:
+    """Row-wise cosine similarity of two (n, d) arrays."""
+    import numpy as np
+
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    num = (a * b).sum(1)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return [float(x) for x in num / np.maximum(den, 1e-30)]
+
+
+def _finite(value: float) -> float | None:
+    return round(float(value), 6) if value is not None and math.isfinite(value) else None
+
+
+def _jsonable(value: Any) -> Any:
+    """Make numpy scalars / tuples / paths JSON-friendly (recursively)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (bool, int, str)) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "item"):
+        return _jsonable(value.item())
+    return str(value)

@@ -1,0 +1,194 @@
+"""Benchmark inputs: a varied set of photo-like images (written to disk once) and multilingual texts.
+
+Images mix what users index: 12 MP phone photos (landscape and portrait), HD frames, web images, thumbnails, a
+panorama, a transparent PNG, a palette graphic and a grayscale scan. They are synthetic (smooth colour fields,
+shapes and sensor-like noise) so JPEG decoding and resizing cost what real photos cost. Texts are captions,
+search queries and short passages in 11 languages; the same sentences train the benchmark tokenizer.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    width: int
+    height: int
+    mode: str
+    fmt: str  # file format on disk: JPEG or PNG
+    kind: str
+
+
+# One cycle of the varied set; a set of n images walks this list with a new seed per image.
+VARIED: tuple[ImageSpec, ...] = (
+    ImageSpec(4032, 3024, "RGB", "JPEG", "12 MP phone photo"),
+    ImageSpec(1920, 1080, "RGB", "JPEG", "full-HD frame"),
+    ImageSpec(800, 600, "RGB", "JPEG", "web image"),
+    ImageSpec(512, 512, "RGBA", "PNG", "transparent PNG"),
+    ImageSpec(3024, 4032, "RGB", "JPEG", "12 MP portrait photo"),
+    ImageSpec(1280, 720, "RGB", "JPEG", "HD frame"),
+    ImageSpec(300, 200, "RGB", "JPEG", "thumbnail"),
+    ImageSpec(1000, 1000, "P", "PNG", "palette graphic"),
+    ImageSpec(1024, 768, "RGB", "JPEG", "web image"),
+    ImageSpec(2400, 600, "RGB", "JPEG", "panorama"),
+    ImageSpec(640, 480, "RGB", "JPEG", "VGA photo"),
+    ImageSpec(1200, 1600, "L", "JPEG", "grayscale scan"),
+)
+# --quick: the same kinds, at most ~800 px, so CI spends its seconds on the harness, not on PIL.
+QUICK = tuple(
+    ImageSpec(max(16, s.width // 5), max(16, s.height // 5), s.mode, s.fmt, s.kind) for s in VARIED
+)
+
+
+def photo_like(spec: ImageSpec, seed: int) -> Image.Image:
+    """A deterministic synthetic photo: smooth colour field + shapes + noise, in ``spec.mode``."""
+    rng = np.random.default_rng(seed)
+    w, h = spec.width, spec.height
+    coarse = rng.integers(0, 256, size=(max(2, h // 64), max(2, w // 64), 3), dtype=np.uint8)
+    image = Image.fromarray(coarse, "RGB").resize((w, h), Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
+        x1, y1 = x0 + int(rng.integers(w // 20 + 1, w // 3 + 2)), y0 + int(rng.integers(h // 20 + 1, h // 3 + 2))
+        colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x0, y0, x1, y1), fill=colour)
+    noise = Image.effect_noise((w, h), 24).convert("RGB")
+    image = Image.blend(image, noise, 0.12)
+    if spec.mode == "RGBA":
+        alpha = Image.linear_gradient("L").resize((w, h))
+        image = image.convert("RGBA")
+        image.putalpha(alpha)
+        return image
+    if spec.mode == "P":
+        return image.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    return image.convert(spec.mode)
+
+
+def specs_for(n: int, quick: bool) -> list[ImageSpec]:
+    cycle = QUICK if quick else VARIED
+    return [cycle[i % len(cycle)] for i in range(n)]
+
+
+def image_files(directory: Path, n: int, quick: bool, seed: int = 0, specs: list[ImageSpec] | None = None) -> list[Path]:
+    """``n`` image files in ``directory`` (created once, reused by later runs)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, spec in enumerate(specs or specs_for(n, quick)):
+        ext = "jpg" if spec.fmt == "JPEG" else "png"
+        path = directory / f"{seed + i:04d}_{spec.width}x{spec.height}_{spec.mode}.{ext}"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            photo_like(spec, seed + i).save(tmp, format=spec.fmt, **({"quality": 90} if spec.fmt == "JPEG" else {}))
+            tmp.rename(path)
+        paths.append(path)
+    return paths
+
+
+def decoded(paths: list[Path]) -> list[Image.Image]:
+    """The files decoded into memory (pixels loaded, file closed), as a user would hand PIL images over."""
+    images = []
+    for path in paths:
+        with Image.open(path) as image:
+            image.load()
+            images.append(image.copy())
+    return images
+
+
+def uniform_images(n: int, width: int, height: int, seed: int = 1000) -> list[np.ndarray]:
+    """``n`` distinct same-size RGB photos as uint8 arrays (one patch count, so batches have no padding)."""
+    spec = ImageSpec(width, height, "RGB", "JPEG", "uniform")
+    return [np.asarray(photo_like(spec, seed + i)) for i in range(n)]
+
+
+# ---------------------------------------------------------------------------------------------------------- texts
+# A few KB of multilingual text: captions and descriptions. Trains the tokenizer and makes the benchmark texts.
+SENTENCES: tuple[str, ...] = (
+    "A brown dog runs along the beach at sunset while the waves roll in.",
+    "Two children are building a sandcastle next to a red bucket.",
+    "A cyclist rides through a narrow street in an old European town.",
+    "Fresh vegetables are piled high on a market stall in the morning light.",
+    "The snow-covered mountains are reflected in a calm blue lake.",
+    "A woman in a yellow raincoat waits for the bus on a rainy evening.",
+    "An orange cat sleeps on a windowsill above a pot of basil.",
+    "A plate of pasta with tomato sauce and fresh basil on a wooden table.",
+    "Ein brauner Hund läuft bei Sonnenuntergang am Strand entlang.",
+    "Zwei Kinder bauen eine Sandburg neben einem roten Eimer.",
+    "Die verschneiten Berge spiegeln sich in einem ruhigen, blauen See.",
+    "Eine Frau im gelben Regenmantel wartet an einem regnerischen Abend auf den Bus.",
+    "Un chien brun court le long de la plage au coucher du soleil.",
+    "Deux enfants construisent un château de sable à côté d'un seau rouge.",
+    "Un chat roux dort sur le rebord de la fenêtre au-dessus d'un pot de basilic.",
+    "Une assiette de pâtes à la sauce tomate sur une table en bois.",
+    "Un perro marrón corre por la playa al atardecer mientras llegan las olas.",
+    "Dos niños construyen un castillo de arena junto a un cubo rojo.",
+    "Las montañas nevadas se reflejan en un lago azul y tranquilo.",
+    "Un ciclista recorre una calle estrecha de un pueblo antiguo.",
+    "Un cane marrone corre lungo la spiaggia al tramonto.",
+    "Un piatto di pasta al pomodoro con basilico fresco su un tavolo di legno.",
+    "Um cachorro marrom corre pela praia ao pôr do sol.",
+    "Legumes frescos empilhados numa banca de mercado pela manhã.",
+    "Коричневая собака бежит по пляжу на закате, пока накатывают волны.",
+    "Двое детей строят замок из песка рядом с красным ведром.",
+    "Рыжий кот спит на подоконнике над горшком с базиликом.",
+    "Заснеженные горы отражаются в спокойном голубом озере.",
+    "一只棕色的狗在日落时沿着海滩奔跑，海浪不断涌来。",
+    "两个孩子在红色水桶旁边堆沙堡。",
+    "白雪覆盖的群山倒映在平静的蓝色湖面上。",
+    "一只橘猫在窗台上睡觉，旁边是一盆罗勒。",
+    "茶色の犬が夕暮れの浜辺を走っている。",
+    "赤いバケツの横で二人の子供が砂の城を作っている。",
+    "雪をかぶった山々が静かな青い湖に映っている。",
+    "كلب بني يركض على طول الشاطئ عند غروب الشمس.",
+    "طفلان يبنيان قلعة من الرمل بجانب دلو أحمر.",
+    "قطة برتقالية تنام على حافة النافذة فوق أصيص من الريحان.",
+    "सूर्यास्त के समय एक भूरा कुत्ता समुद्र तट पर दौड़ रहा है।",
+    "दो बच्चे लाल बाल्टी के पास रेत का महल बना रहे हैं।",
+    "बर्फ से ढके पहाड़ शांत नीली झील में प्रतिबिंबित हो रहे हैं।",
+    "The photograph shows a crowded train station during the evening rush hour, with commuters hurrying past.",
+    "Aerial view of green rice terraces on a hillside after the rain, with low clouds in the valley.",
+    "Close-up of a hand holding a cup of coffee with latte art in the shape of a leaf.",
+    "Das Foto zeigt einen belebten Bahnhof im abendlichen Berufsverkehr.",
+    "Vue aérienne de rizières en terrasses vertes sur une colline après la pluie.",
+    "Primer plano de una mano que sostiene una taza de café con arte latte.",
+)
+QUERIES: tuple[str, ...] = (
+    "dog on the beach", "Hund am Strand", "chat qui dort", "montañas nevadas", "красное ведро", "海滩上的狗",
+    "砂の城", "قطة برتقالية", "रेत का महल", "pasta with basil", "rainy bus stop", "old town street",
+    "Kaffee mit Milchschaum", "rizières en terrasses", "estación de tren", "vegetable market",
+)
+
+
+def corpus() -> list[str]:
+    """Training text for the benchmark tokenizer: every sentence and query, plus shuffled recombinations."""
+    rng = random.Random(0)
+    lines = list(SENTENCES) + list(QUERIES)
+    for _ in range(200):
+        lines.append(" ".join(rng.sample(SENTENCES, 3)))
+    return lines
+
+
+def bench_texts(n: int, seed: int = 0) -> list[str]:
+    """``n`` distinct texts: ~40% queries, ~45% one-sentence captions, ~15% passages of 3-5 sentences."""
+    rng = random.Random(seed)
+    texts: list[str] = []
+    misses = 0
+    while len(texts) < n:
+        roll = len(texts) % 20 if misses < 20 else 19  # the short pools ran dry: passages are ~endless
+        if roll < 8:
+            text = f"{rng.choice(QUERIES)} {rng.choice(QUERIES)}" if rng.random() < 0.4 else rng.choice(QUERIES)
+        elif roll < 17:
+            text = rng.choice(SENTENCES)
+        else:
+            text = " ".join(rng.sample(SENTENCES, rng.randint(3, 5)))
+        if text in texts:  # the core computes duplicates once: keep them out of a throughput test
+            misses += 1
+            continue
+        texts.append(text)
+        misses = 0
+    return texts
