@@ -291,6 +291,11 @@ def save_components(
 ) -> Path:
     """Write a self-describing directory. With ``copy_towers=False`` tower references are kept as they are;
     ``copy_text`` overrides it for the (frozen, often large) text tower alone."""
+    if any(p.is_meta for p in components.image_encoder.vision.parameters()):
+        raise ModelLoadError(
+            "this model runs as ONNX graphs and holds no torch weights; save from Vectorizer.from_pretrained(..., "
+            "backend='torch')"
+        )
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     config = ModelConfig(**asdict(components.config))

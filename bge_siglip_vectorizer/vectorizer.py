@@ -418,7 +418,11 @@ def _make_backend(backend: str | Backend, components: Components, device, dtype)
     if backend in ("onnx", "onnx-int8"):
         from .onnx_export import onnx_backend_for  # onnxruntime is only imported by those who ask for it
 
-        return onnx_backend_for(components, backend, device=device, dtype=dtype)
+        onnx_backend = onnx_backend_for(components, backend, device=device, dtype=dtype)
+        # The graphs hold the towers now: free the torch copies (gigabytes), keeping configs and the projector.
+        components.image_encoder.vision.to("meta")
+        components.text_encoder.model.to("meta")
+        return onnx_backend
     raise ValueError(f"unknown backend {backend!r}; available: 'torch', 'onnx', 'onnx-int8'")
 
 

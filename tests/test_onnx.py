@@ -192,3 +192,15 @@ def test_corrupt_graph_and_stale_export_raise_model_load_error(exported: Path, t
     (stale / "projector.safetensors").write_bytes((stale / "projector.safetensors").read_bytes() + b" ")
     with pytest.raises(ModelLoadError, match="re-export"):
         OnnxBackend(stale)
+
+
+def test_onnx_vectorizer_frees_the_torch_towers(exported: Path, tmp_path: Path) -> None:
+    from bge_siglip_vectorizer import ModelLoadError
+
+    vectorizer = Vectorizer.from_pretrained(exported, backend="onnx")
+    assert all(p.is_meta for p in vectorizer.components.image_encoder.vision.parameters())
+    assert all(p.is_meta for p in vectorizer.components.text_encoder.model.parameters())
+    assert vectorizer.encode_texts(["still works"]).shape == (1, vectorizer.dim)
+    assert len(vectorizer.fingerprint) == 64 and vectorizer.describe()["backend"] == "onnx"
+    with pytest.raises(ModelLoadError, match="backend='torch'"):
+        vectorizer.save_pretrained(tmp_path / "copy")

@@ -1,0 +1,174 @@
+"""The models the benchmark runs: real architectures built from their configs with random weights, cached on disk.
+
+Speed does not depend on weight values, so a random So400m/16 NaFlex vision tower and a random XLM-R-large
+(BGE-M3) text tower time exactly like the published ones. The tokenizer is a Unigram (SentencePiece-style, like
+XLM-R's) trained offline on the benchmark's multilingual sentences, so token counts are realistic without the hub.
+Everything is written by the package's own ``save_components``, i.e. it is a normal model directory.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .common import log
+from .data import corpus
+
+# google/siglip2-so400m-patch16-naflex vision config.
+SO400M_VISION: dict[str, Any] = {
+    "hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27, "num_attention_heads": 16,
+    "patch_size": 16, "num_patches": 256, "num_channels": 3, "hidden_act": "gelu_pytorch_tanh",
+    "layer_norm_eps": 1e-6,
+}
+# BAAI/bge-m3 (XLM-RoBERTa-large, 8192 positions) text config.
+BGE_M3_TEXT: dict[str, Any] = {
+    "vocab_size": 250002, "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+    "intermediate_size": 4096, "max_position_embeddings": 8194, "type_vocab_size": 1, "layer_norm_eps": 1e-5,
+    "hidden_act": "gelu",
+}
+_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # XLM-R's ids 0..3 (+ mask)
+_MARKER = ".bench-complete"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # cache folder name; bump the suffix when the recipe changes
+    vision: dict[str, Any]
+    text: dict[str, Any]
+    description: str
+    seed: int = 0
+    # Random-init spread of the text tower: transformers' 0.02 makes a deep random encoder's CLS vector almost
+    # the same for every text; a wider init keeps vectors of different texts apart, so equality checks mean something.
+    text_initializer_range: float = 0.2
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+REAL = ModelSpec(
+    name="so400m16-naflex_xlmr-large_random-v1",
+    vision=SO400M_VISION,
+    text=BGE_M3_TEXT,
+    description="SigLIP-2 So400m/16 NaFlex vision tower + XLM-R-large (BGE-M3) text tower, random weights",
+)
+QUICK = ModelSpec(
+    name="quick-v1",
+    vision={**SO400M_VISION, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 2},
+    text={**BGE_M3_TEXT, "vocab_size": 0, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+          "num_attention_heads": 2, "max_position_embeddings": 514},
+    description="--quick: the same architectures with 2 layers and width 64 (harness check, not a speed claim)",
+)
+
+
+def train_tokenizer(model_max_length: int):
+    """A Unigram tokenizer with XLM-R's special tokens, template and pre-tokenizer, trained on :func:`corpus`."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    # Asks for more pieces than a few KB can give: the trainer stops at what the text supports.
+    trainer = trainers.UnigramTrainer(vocab_size=32000, special_tokens=_SPECIAL_TOKENS, unk_token="<unk>",
+                                      show_progress=False)
+    tokenizer.train_from_iterator(corpus(), trainer)
+    ids = [tokenizer.token_to_id(token) for token in _SPECIAL_TOKENS]
+    if ids != list(range(len(_SPECIAL_TOKENS))):
+        raise RuntimeError(f"special tokens got ids {ids}, expected 0..{len(ids) - 1}")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        mask_token="<mask>", cls_token="<s>", sep_token="</s>", model_max_length=model_max_length,
+        model_input_names=["input_ids", "attention_mask"],  # XLM-R's tokenizer returns no token_type_ids
+    )
+
+
+def build_model(directory: Path, spec: ModelSpec) -> dict[str, Any]:
+    """Build ``spec`` with random weights and save it as a model directory; returns what was built."""
+    import torch
+    from transformers import Siglip2VisionConfig, Siglip2VisionModel, XLMRobertaConfig, XLMRobertaModel
+
+    from ..loading import ModelConfig, build_components, save_components
+    from ..preprocess import NaFlexConfig
+
+    started = time.perf_counter()
+    max_length = spec.text["max_position_embeddings"] - 2  # RoBERTa positions start after the padding index
+    tokenizer = train_tokenizer(max_length)
+    text_config = dict(spec.text)
+    if not text_config.get("vocab_size"):
+        text_config["vocab_size"] = len(tokenizer)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        vision = Siglip2VisionModel(Siglip2VisionConfig(**spec.vision)).eval()
+        text = XLMRobertaModel(
+            XLMRobertaConfig(**text_config, initializer_range=spec.text_initializer_range,
+                             pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                             eos_token_id=tokenizer.eos_token_id),
+            add_pooling_layer=False,
+        ).eval()
+        hidden, dim = spec.vision["hidden_size"], text_config["hidden_size"]
+        first, second = torch.nn.Linear(hidden, hidden), torch.nn.Linear(hidden, dim)
+        projector = {"projector.0.weight": first.weight.detach(), "projector.0.bias": first.bias.detach(),
+                     "projector.2.weight": second.weight.detach(), "projector.2.bias": second.bias.detach()}
+    config = ModelConfig(vision_tower="vision", text_tower="text", text_pooling="cls")
+    config.preprocessing = NaFlexConfig(max_num_patches=256).to_dict()
+    components = build_components(vision, text, tokenizer, config, projector)
+    scratch = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(scratch, ignore_errors=True)
+    save_components(components, scratch)
+    info = {
+        "spec": asdict(spec),
+        "vision_parameters": sum(p.numel() for p in vision.parameters()),
+        "text_parameters": sum(p.numel() for p in text.parameters()),
+        "tokenizer_vocab": len(tokenizer),
+        "build_seconds": round(time.perf_counter() - started, 1),
+    }
+    (scratch / _MARKER).write_text(json.dumps(info, indent=2) + "\n")
+    shutil.rmtree(directory, ignore_errors=True)
+    scratch.rename(directory)
+    return info
+
+
+def ensure_model(cache_dir: Path, spec: ModelSpec) -> tuple[Path, dict[str, Any]]:
+    """The cached model directory for ``spec``, built on first use."""
+    directory = cache_dir / spec.name
+    marker = directory / _MARKER
+    if marker.is_file():
+        info = json.loads(marker.read_text())
+        info["cached"] = True
+        return directory, info
+    log(f"building {spec.description} into {directory} (once; later runs reuse it)")
+    info = build_model(directory, spec)
+    info["cached"] = False
+    log(f"built in {info['build_seconds']} s")
+    return directory, info
+
+
+def ensure_onnx(model_dir: Path, in_process: bool) -> dict[str, Any]:
+    """Export fp32 and int8 ONNX graphs into ``model_dir/onnx`` once. The real-size export runs in a child process,
+    so its peak memory (both towers traced, a 2 GB graph re-serialised) is given back before the timings."""
+    marker = model_dir / "onnx" / _MARKER
+    if marker.is_file():
+        return {**json.loads(marker.read_text()), "cached": True}
+    log(f"exporting ONNX fp32 + int8 graphs into {model_dir / 'onnx'} (once)")
+    started = time.perf_counter()
+    if in_process:
+        from ..onnx_export import export_onnx
+
+        export_onnx(model_dir, model_dir, int8=True)
+    else:
+        code = ("import sys; from bge_siglip_vectorizer.onnx_export import export_onnx; "
+                "export_onnx(sys.argv[1], sys.argv[1], int8=True)")
+        subprocess.run([sys.executable, "-c", code, str(model_dir)], check=True)
+    info = {"export_seconds": round(time.perf_counter() - started, 1)}
+    marker.write_text(json.dumps(info) + "\n")
+    log(f"exported in {info['export_seconds']} s")
+    return {**info, "cached": False}
