@@ -7,14 +7,18 @@ test waits until they are all queued, then releases it. No assertion depends on 
 from __future__ import annotations
 
 import base64
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
 import pytest
 
-from bge_siglip_vectorizer import InvalidTextError
+from bge_siglip_vectorizer import InvalidImageError, InvalidTextError
+from bge_siglip_vectorizer.preprocess import PatchedImage
+from bge_siglip_weaviate import protocol
 from bge_siglip_weaviate.batching import DynamicBatcher, ShuttingDown
+from bge_siglip_weaviate.protocol import VectorizeRequest, decode_request
 
 N_REQUESTS = 32
 
@@ -142,7 +146,7 @@ def test_a_failing_request_is_isolated_from_its_batch(bge_siglip_vectorizer) -> 
     try:
         with batcher.hold():
             good = batcher.admit(1).submit(["fine"], [])
-            bad = batcher.admit(2).submit(["ok", ""], [])
+            bad = batcher.admit(2).submit(["ok", 123], [])  # type: ignore[list-item]
             other = batcher.admit(1).submit(["also fine"], [])
         np.testing.assert_allclose(good.result(60)[0], bge_siglip_vectorizer.encode_texts(["fine"]), atol=1e-5)
         np.testing.assert_allclose(other.result(60)[0], bge_siglip_vectorizer.encode_texts(["also fine"]), atol=1e-5)
@@ -155,3 +159,50 @@ def test_a_failing_request_is_isolated_from_its_batch(bge_siglip_vectorizer) -> 
         batcher.close()
     with pytest.raises(ShuttingDown):
         batcher.admit(1)
+
+
+def test_the_queue_holds_patches_not_decoded_images(start_server, png_b64, bge_siglip_vectorizer, wait_for) -> None:
+    # A full-size decoded image can be hundreds of MB; what waits for the worker is at most max_num_patches x 768 B.
+    running = start_server()
+    body = {"texts": ["a caption"], "images": [png_b64(7, 400, 300), png_b64(8, 20, 30)]}
+    with ThreadPoolExecutor(1) as pool, running.batcher.hold():
+        future = pool.submit(_post_all, running.url, [body])
+        wait_for(lambda: running.batcher.queued_requests == 1, what="request queued")
+        with running.batcher._cond:
+            job = running.batcher._queue[0]
+            queued = list(job.images)
+    assert all(isinstance(item, PatchedImage) for item in queued)
+    limit = running.vectorizer.max_num_patches
+    assert all(item.patches.dtype == np.uint8 and item.num_patches <= limit for item in queued)
+    assert all(item.patches.base is None or item.patches.base.nbytes <= limit * 768 for item in queued)
+    answer = future.result()[0].json()
+    np.testing.assert_allclose(answer["textVectors"], bge_siglip_vectorizer.encode_texts(body["texts"]), atol=1e-5)
+    expected = bge_siglip_vectorizer.encode_images([base64.b64decode(b) for b in body["images"]])
+    np.testing.assert_allclose(answer["imageVectors"], expected, atol=1e-5)
+
+
+def test_images_are_decoded_one_at_a_time_under_a_decode_slot(monkeypatch, png_b64, bge_siglip_vectorizer) -> None:
+    slots = threading.BoundedSemaphore(1)
+    decoded: list[int] = []
+    real_load = protocol.load_base64_image
+
+    def load(item, index, limits):
+        assert not slots.acquire(blocking=False), "decoding outside a decode slot"
+        decoded.append(index)
+        return real_load(item, index, limits)
+
+    monkeypatch.setattr(protocol, "load_base64_image", load)
+    images = [png_b64(20 + i, 30 + 7 * i, 40) for i in range(3)]
+    texts, prepared = decode_request(VectorizeRequest(texts=["x", ""], images=images), bge_siglip_vectorizer, slots)
+    assert texts == ["x", ""] and decoded == [0, 1, 2]
+    assert slots.acquire(blocking=False)  # every slot given back
+    slots.release()
+    # The order is kept: the vectors of the prepared images are those of the request's images, in order.
+    np.testing.assert_array_equal(
+        bge_siglip_vectorizer.encode_prepared(prepared),
+        bge_siglip_vectorizer.encode_images([base64.b64decode(b) for b in images]),
+    )
+    with pytest.raises(InvalidImageError) as info:  # the index is the request's, and the slot is given back
+        decode_request(VectorizeRequest(images=[images[0], images[1], "bm90IGFuIGltYWdl"]), bge_siglip_vectorizer, slots)
+    assert info.value.index == 2
+    assert slots.acquire(blocking=False)

@@ -30,16 +30,21 @@ def test_add_arguments_mounts_as_a_subcommand() -> None:
     args = parser.parse_args(
         ["serve", "--model", "/models/x", "--host", "0.0.0.0", "--port", "9000", "--no-batching", "--max-batch-size",
          "8", "--max-wait-ms", "2.5", "--max-queue", "64", "--max-items-per-request", "16", "--max-body-mb", "1",
-         "--api-key", "k"]
+         "--api-key", "k", "--max-queue-wait-s", "20", "--max-image-pixels", "1000000", "--max-concurrent-decodes",
+         "3"]
     )
     assert (args.command, args.host, args.port) == ("serve", "0.0.0.0", 9000)
     settings = settings_from_args(args)
     assert settings.model == "/models/x"
-    assert settings.batching is False and settings.cross_request_batching is False
+    assert settings.batching is False
     assert (settings.max_batch_size, settings.max_wait_ms, settings.max_queue_items) == (8, 2.5, 64)
     assert settings.max_items_per_request == 16
     assert settings.max_body_bytes == 2**20
     assert settings.api_key == "k"
+    assert (settings.max_queue_wait_s, settings.max_image_pixels, settings.decode_slots) == (20.0, 10**6, 3)
+    defaults = settings_from_args(add_arguments(argparse.ArgumentParser()).parse_args(["--model", "m"]))
+    assert (defaults.max_queue_wait_s, defaults.max_image_pixels) == (45.0, 40_000_000)
+    assert defaults.max_concurrent_decodes is None and defaults.decode_slots == (os.cpu_count() or 1)
 
 
 def test_environment_variables_are_defaults(monkeypatch) -> None:

@@ -1,33 +1,42 @@
 """The core adapter contract suite, run wherever it applies without a Weaviate binary.
 
-* :class:`ModuleModeHarness` drives our inference server the way Weaviate's ``multi2vec-clip`` module does: one
-  real HTTP ``/vectorize`` request per object (many in flight, so they are batched across requests), images as
-  base64 of their file bytes. The returned vectors go into an in-memory brute-force index standing in for
-  Weaviate's vector index. It proves the server routes texts and images to the right towers, keeps per-request
-  order under concurrent batching, answers bad items with errors that name them, and that its vectors rank exactly
-  like the core's.
-* :class:`ClientSideHarness` drives :class:`ClientSideCollection` (the mode for Weaviate without the module): the
-  objects it prepares for ``insert_many`` and the ``near_vector`` query vectors it computes, searched by the same
-  in-memory index. It proves the client-side vector path, not Weaviate's storage.
+* :class:`ModuleModeHarness` drives our inference server over real HTTP the way Weaviate's ``multi2vec-clip`` module
+  does: images as base64 of their file bytes, texts as they are. Each ``add_*`` call is ONE ``/vectorize`` request
+  (like one object with several image or text fields), so when an item is bad it is the *server* that names its
+  position: the harness turns the server's own answer (status and ``{"error": "images[i]: ..."}``) into the core's
+  typed error, and writes nothing unless the server answered 200 with one vector per item. Any other answer becomes
+  a :class:`ServerError`, which no bad-input contract test accepts. The vectors go into an in-memory brute-force
+  index standing in for Weaviate's vector index. It proves the server routes texts and images to the right towers,
+  answers bad items with errors that name them, and that its vectors rank exactly like the core's. (Many requests in
+  flight, batched across requests, are covered in ``test_batching.py``.)
+* :class:`ClientSideHarness` drives :class:`ClientSideCollection` through its real ``add_images`` / ``add_texts`` /
+  ``near_text`` / ``near_image`` on an in-memory stand-in for a weaviate ``Collection`` (``data.insert_many`` stores,
+  ``query.near_vector`` searches). So "nothing written" checks what the adapter actually inserted, not what a harness
+  decided to store. It proves the client-side path up to the client call, not Weaviate's storage.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 from typing import Any, Sequence
 
 import httpx
 import numpy as np
 import pytest
-import weaviate
-from weaviate.connect import ConnectionParams
+from PIL import Image
+from weaviate.classes.data import DataObject
 
-from bge_siglip_vectorizer import InvalidImageError, InvalidInputError, InvalidTextError
-from bge_siglip_vectorizer.inputs import load_image
-from bge_siglip_vectorizer.testing.contract import AdapterContractTests, StoreHarness
-from bge_siglip_vectorizer.testing.images import encode_image
+from bge_siglip_vectorizer import (
+    ImageTooLargeError,
+    InvalidImageError,
+    InvalidInputError,
+    InvalidTextError,
+)
+from bge_siglip_vectorizer.testing.contract import AdapterContractTests, StoreHarness, contract_images
+from bge_siglip_vectorizer.testing.images import encode_image, sample_image
 from bge_siglip_weaviate import ClientSideCollection
 
 
@@ -43,54 +52,90 @@ class _InMemoryIndex:
         return [ids[i] for i in np.argsort(-scores, kind="stable")[:k]]
 
 
+# ------------------------------------------------------------------------------------------------ module mode
+class ServerError(RuntimeError):
+    """The server answered an error that does not name one item (overload, size limit, internal error, ...)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+_ITEM_ERROR = re.compile(r"^(texts|images)\[(\d+)\]: (.+)$", re.S)
+
+
+def error_from_response(response: httpx.Response) -> Exception:
+    """The exception a Weaviate user would act on, derived only from what the server answered."""
+    try:
+        message = response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        raise AssertionError(f"HTTP {response.status_code} without an {{'error': ...}} body: {response.text!r}")
+    match = _ITEM_ERROR.match(message)
+    if match is None or response.status_code not in (400, 413):
+        return ServerError(response.status_code, message)
+    field, index, reason = match.group(1), int(match.group(2)), match.group(3)
+    if field == "texts":
+        return InvalidTextError(reason, index=index)
+    if response.status_code == 413:
+        return ImageTooLargeError(reason, index=index)
+    return InvalidImageError(reason, index=index)
+
+
+def _blob(item: Any) -> Any:
+    """What a user stores in a BLOB property: base64 of file bytes. Arrays are saved as PNG first.
+
+    Anything else cannot be stored as a BLOB at all; that is reported as a plain ``TypeError`` (never the core's
+    typed error, so the harness cannot answer a bad-input contract test in the server's place).
+    """
+    if isinstance(item, bytes):
+        return base64.b64encode(item).decode("ascii")
+    if isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim == 3 and item.shape[2] in (3, 4):
+        return base64.b64encode(encode_image(Image.fromarray(item), "PNG")).decode("ascii")
+    raise TypeError(f"cannot store {type(item).__name__} {getattr(item, 'shape', '')} as a Weaviate BLOB")
+
+
 class ModuleModeHarness(StoreHarness):
     def __init__(self, url: str, vectorizer, index: _InMemoryIndex | None = None) -> None:
         self.url = url
         self.vectorizer = vectorizer
         self.index = index or _InMemoryIndex()
 
-    # Weaviate stores a BLOB as base64 of the file; arrays are saved as PNG first, the way a user would.
-    @staticmethod
-    def _file_bytes(images: Sequence[Any]) -> list[bytes]:
-        out = []
-        for i, item in enumerate(images):
-            out.append(item if isinstance(item, bytes) else encode_image(load_image(item, i), "PNG"))
-        return out
+    def vectorize(self, texts: Sequence[Any] = (), images: Sequence[Any] = ()) -> dict:
+        """One ``/vectorize`` request; raises what the server's answer means."""
+        body: dict[str, list[Any]] = {}
+        if texts:  # Weaviate omits empty fields
+            body["texts"] = list(texts)
+        if images:
+            body["images"] = list(images)
+        with httpx.Client(base_url=self.url, timeout=60) as http:
+            response = http.post("/vectorize", json=body)
+        if response.status_code != 200:
+            raise error_from_response(response)
+        answer = response.json()
+        # What Weaviate checks ("inputs are not equal to vectors returned"), per modality.
+        assert len(answer["textVectors"]) == len(texts) and len(answer["imageVectors"]) == len(images), answer
+        return answer
 
-    def _vectorize(self, bodies: list[dict]) -> list[dict]:
-        def post(body: dict) -> httpx.Response:
-            with httpx.Client(base_url=self.url, timeout=60) as http:
-                return http.post("/vectorize", json=body)
+    def _write(self, ids: Sequence[str], vectors: list) -> None:
+        for object_id, vector in zip(ids, vectors, strict=True):
+            self.index.rows[object_id] = np.asarray(vector, np.float32)
 
-        with ThreadPoolExecutor(8) as pool:  # Weaviate keeps several object requests in flight
-            responses = list(pool.map(post, bodies))
-        for position, response in enumerate(responses):
-            if response.status_code != 200:
-                message = response.json()["error"]  # "images[0]: reason" for this object's request
-                field, _, reason = message.partition(": ")
-                error = InvalidTextError if field.startswith("texts") else InvalidImageError
-                raise error(reason, index=position)
-        return [response.json() for response in responses]
+    def add_image_payloads(self, ids: Sequence[str], payloads: Sequence[Any]) -> None:
+        """Send ``payloads`` as the request's ``images`` list as they are (any JSON values)."""
+        self._write(ids, self.vectorize(images=payloads)["imageVectors"])
 
     def add_images(self, ids, images) -> None:
-        payloads = [base64.b64encode(data).decode("ascii") for data in self._file_bytes(images)]
-        answers = self._vectorize([{"images": [payload]} for payload in payloads])
-        for object_id, answer in zip(ids, answers):  # written only when every object succeeded
-            assert answer["textVectors"] == [] and len(answer["imageVectors"]) == 1
-            self.index.rows[object_id] = np.asarray(answer["imageVectors"][0], np.float32)
+        self.add_image_payloads(ids, [_blob(item) for item in images])
 
     def add_texts(self, ids, texts) -> None:
-        answers = self._vectorize([{"texts": [text]} for text in texts])
-        for object_id, answer in zip(ids, answers):
-            assert answer["imageVectors"] == [] and len(answer["textVectors"]) == 1
-            self.index.rows[object_id] = np.asarray(answer["textVectors"][0], np.float32)
+        self._write(ids, self.vectorize(texts=texts)["textVectors"])
 
     def query_text(self, text: str, k: int) -> list[str]:  # nearText: the concept goes through /vectorize
-        return self.index.nearest(self._vectorize([{"texts": [text]}])[0]["textVectors"][0], k)
+        return self.index.nearest(self.vectorize(texts=[text])["textVectors"][0], k)
 
     def query_image(self, image: Any, k: int) -> list[str]:  # nearImage: base64 through /vectorize
-        payload = base64.b64encode(self._file_bytes([image])[0]).decode("ascii")
-        return self.index.nearest(self._vectorize([{"images": [payload]}])[0]["imageVectors"][0], k)
+        return self.index.nearest(self.vectorize(images=[_blob(image)])["imageVectors"][0], k)
 
     def count(self) -> int:
         return len(self.index.rows)
@@ -99,48 +144,121 @@ class ModuleModeHarness(StoreHarness):
         return ModuleModeHarness(self.url, self.vectorizer, _InMemoryIndex(dict(self.index.rows)))
 
 
-def _disconnected_collection(name: str):
-    """A real weaviate-client Collection object; never connected (the harness only prepares objects with it)."""
-    params = ConnectionParams.from_params(
-        http_host="127.0.0.1", http_port=1, http_secure=False, grpc_host="127.0.0.1", grpc_port=2, grpc_secure=False
-    )
-    return weaviate.WeaviateClient(connection_params=params, skip_init_checks=True).collections.use(name)
-
-
-class ClientSideHarness(StoreHarness):
-    def __init__(self, vectorizer, index: _InMemoryIndex | None = None) -> None:
-        self.vectorizer = vectorizer
-        self.adapter = ClientSideCollection(_disconnected_collection("ContractTest"), vectorizer)
-        self.index = index or _InMemoryIndex()
-
-    def _store(self, ids, objects) -> None:
-        for object_id, obj in zip(ids, objects):
-            assert obj.uuid == uuid.uuid5(uuid.NAMESPACE_URL, object_id)
-            self.index.rows[object_id] = np.asarray(obj.vector, np.float32)
-
-    def add_images(self, ids, images) -> None:
-        self._store(ids, self.adapter.prepare_images(images, uuids=[uuid.uuid5(uuid.NAMESPACE_URL, i) for i in ids]))
-
-    def add_texts(self, ids, texts) -> None:
-        self._store(ids, self.adapter.prepare_texts(texts, uuids=[uuid.uuid5(uuid.NAMESPACE_URL, i) for i in ids]))
-
-    def query_text(self, text: str, k: int) -> list[str]:
-        return self.index.nearest(self.adapter.text_query_vector(text), k)
-
-    def query_image(self, image: Any, k: int) -> list[str]:
-        return self.index.nearest(self.adapter.image_query_vector(image), k)
-
-    def count(self) -> int:
-        return len(self.index.rows)
-
-    def reopen(self) -> "ClientSideHarness":
-        return ClientSideHarness(self.vectorizer, _InMemoryIndex(dict(self.index.rows)))
-
-
 class TestModuleModeContract(AdapterContractTests):
     @pytest.fixture
     def harness(self, server, bge_siglip_vectorizer):
         return ModuleModeHarness(server.url, bge_siglip_vectorizer)
+
+    def test_empty_text_writes_nothing(self, store: ModuleModeHarness) -> None:
+        """Replaces the core test, which expects blank text to be refused: this server embeds it on purpose.
+
+        Weaviate's ``multi2vec-clip`` module sends every string value of a vectorised text field, ``""`` included,
+        and the reference container embeds it; refusing it would fail the user's insert inside Weaviate. What must
+        still be refused is a text item that is not a string: the server names its position, nothing is written.
+        """
+        store.add_texts(["a", "b", "c"], ["fine", "", "   "])
+        assert store.count() == 3
+        expected = store.vectorizer.encode_texts(["fine", "", "   "], allow_empty=True)
+        np.testing.assert_allclose(np.stack([store.index.rows[i] for i in "abc"]), expected, atol=1e-5)
+        with pytest.raises(InvalidTextError) as info:
+            store.add_texts(["d", "e", "f"], ["fine", 7, "also fine"])  # type: ignore[list-item]
+        assert info.value.index == 1
+        assert "string" in info.value.reason
+        assert store.count() == 3
+
+    def test_malformed_image_array_is_a_typed_error(self, store: ModuleModeHarness) -> None:
+        """Replaces the core test: a float64 7-channel array cannot be put in a Weaviate BLOB property (base64 of an
+        image file), so no request carrying it exists. The server-side counterpart: an ``images`` item that is not a
+        base64 string is refused with its position, and nothing is written."""
+        with pytest.raises(TypeError):  # the harness refuses it without pretending to be the server
+            store.add_images(["a", "b"], [contract_images(1)[0], np.zeros((8, 8, 7), dtype=np.float64)])
+        good = _blob(contract_images(1)[0])
+        with pytest.raises(InvalidImageError) as info:
+            store.add_image_payloads(["a", "b", "c"], [good, {"b64": "x"}, good])
+        assert info.value.index == 1
+        assert store.count() == 0
+
+
+def test_module_mode_errors_come_from_the_server(server, start_server, bge_siglip_vectorizer) -> None:
+    # Guard for the harness itself: the index is the one the server reported, and an error that names no item
+    # does not become a typed input error.
+    harness = ModuleModeHarness(server.url, bge_siglip_vectorizer)
+    png = encode_image(sample_image(24, 24, seed=3), "PNG")
+    with pytest.raises(InvalidImageError) as info:
+        harness.add_images(["a", "b", "c"], [png, png, b"GIF89a junk"])
+    assert info.value.index == 2 and "not an image" in info.value.reason
+    assert harness.count() == 0
+
+    small = ModuleModeHarness(start_server(max_items_per_request=2, max_image_pixels=30 * 30).url, bge_siglip_vectorizer)
+    with pytest.raises(ServerError) as overflow:
+        small.add_texts(["a", "b", "c"], ["x", "y", "z"])
+    assert overflow.value.status == 413 and "at most 2" in overflow.value.message
+    with pytest.raises(ImageTooLargeError) as too_large:
+        small.add_images(["a", "b"], [png, encode_image(sample_image(40, 40, seed=4), "PNG")])
+    assert too_large.value.index == 1
+    assert small.count() == 0
+
+
+# ------------------------------------------------------------------------------------------------ client-side mode
+class _InMemoryCollection:
+    """Stands in for a weaviate ``Collection``: the two calls :class:`ClientSideCollection` makes, with the client's
+    return shapes (``insert_many`` -> ``.errors`` / ``.uuids``, ``near_vector`` -> ``.objects[i].uuid``)."""
+
+    def __init__(self, rows: dict[str, np.ndarray] | None = None) -> None:
+        self.index = _InMemoryIndex(rows)
+        self.data = SimpleNamespace(insert_many=self._insert_many)
+        self.query = SimpleNamespace(near_vector=self._near_vector)
+
+    def _insert_many(self, objects: list[DataObject]) -> Any:
+        uuids = {}
+        for position, obj in enumerate(objects):
+            assert isinstance(obj, DataObject) and obj.uuid is not None
+            self.index.rows[str(obj.uuid)] = np.asarray(obj.vector, np.float32)
+            uuids[position] = obj.uuid
+        return SimpleNamespace(errors={}, uuids=uuids)
+
+    def _near_vector(self, near_vector: list[float], limit: int, **options: Any) -> Any:
+        return SimpleNamespace(objects=[SimpleNamespace(uuid=uuid.UUID(u)) for u in self.index.nearest(near_vector, limit)])
+
+
+def _uuid(object_id: str) -> uuid.UUID:
+    return uuid.uuid5(uuid.NAMESPACE_URL, object_id)
+
+
+class ClientSideHarness(StoreHarness):
+    def __init__(self, vectorizer, collection: _InMemoryCollection | None = None) -> None:
+        self.vectorizer = vectorizer
+        self.collection = collection or _InMemoryCollection()
+        self.adapter = ClientSideCollection(self.collection, vectorizer)
+        self._names: dict[uuid.UUID, str] = {}
+
+    def _add(self, add, ids, items) -> None:
+        uuids = [_uuid(i) for i in ids]
+        self._names.update(zip(uuids, ids))
+        assert add(items, uuids=uuids) == [str(u) for u in uuids]
+
+    def add_images(self, ids, images) -> None:
+        self._add(self.adapter.add_images, ids, images)
+
+    def add_texts(self, ids, texts) -> None:
+        self._add(self.adapter.add_texts, ids, texts)
+
+    def _ids(self, result) -> list[str]:
+        return [self._names.get(obj.uuid, str(obj.uuid)) for obj in result.objects]
+
+    def query_text(self, text: str, k: int) -> list[str]:
+        return self._ids(self.adapter.near_text(text, limit=k))
+
+    def query_image(self, image: Any, k: int) -> list[str]:
+        return self._ids(self.adapter.near_image(image, limit=k))
+
+    def count(self) -> int:
+        return len(self.collection.index.rows)
+
+    def reopen(self) -> "ClientSideHarness":
+        reopened = ClientSideHarness(self.vectorizer, _InMemoryCollection(dict(self.collection.index.rows)))
+        reopened._names = dict(self._names)
+        return reopened
 
 
 class TestClientSideContract(AdapterContractTests):
@@ -149,10 +267,10 @@ class TestClientSideContract(AdapterContractTests):
         return ClientSideHarness(bge_siglip_vectorizer)
 
 
-def test_module_mode_error_keeps_the_core_type_and_index(server, bge_siglip_vectorizer) -> None:
-    # Guard for the harness itself: a bad object is reported by the server, not by the harness's own decoding.
-    harness = ModuleModeHarness(server.url, bge_siglip_vectorizer)
-    with pytest.raises(InvalidInputError) as info:
-        harness.add_images(["a", "b"], [encode_image(load_image(np.zeros((8, 8, 3), np.uint8)), "PNG"), b"GIF89a junk"])
-    assert isinstance(info.value, InvalidImageError) and info.value.index == 1
+def test_client_side_harness_counts_what_the_adapter_inserted(bge_siglip_vectorizer) -> None:
+    # Guard for the harness: writes reach the stand-in only through the adapter's insert_many.
+    harness = ClientSideHarness(bge_siglip_vectorizer)
+    harness.adapter.prepare_texts(["prepared, never inserted"])
     assert harness.count() == 0
+    harness.add_texts(["a"], ["inserted"])
+    assert harness.count() == 1 and harness.query_text("inserted", k=1) == ["a"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
@@ -11,6 +13,7 @@ import httpx
 import pytest
 
 from bge_siglip_vectorizer import Vectorizer
+from bge_siglip_weaviate.settings import DEFAULT_MAX_IMAGE_PIXELS
 
 
 def _assert_error(response: httpx.Response, status: int, *needles: str) -> None:
@@ -38,6 +41,49 @@ def test_overload_is_503_json_and_queued_work_still_completes(start_server, wait
     # room again once the queued requests are answered
     assert httpx.post(url, json={"texts": ["one more"]}).status_code == 200
     assert httpx.get(running.url + "/meta").json()["server"]["rejected_overloaded"] == 2
+
+
+def test_a_request_that_waited_too_long_is_503_not_computed(start_server, wait_for) -> None:
+    # Weaviate gives up after MODULES_CLIENT_TIMEOUT (50 s); work older than --max-queue-wait-s is not computed.
+    running = start_server(max_queue_wait_s=0.2)
+    url = running.url + "/vectorize"
+    with ThreadPoolExecutor(1) as pool, running.batcher.hold():
+        stale = pool.submit(httpx.post, url, json={"texts": ["too late"]}, timeout=60)
+        wait_for(lambda: running.batcher.queued_requests == 1, what="request queued")
+        time.sleep(0.3)  # past the limit while the worker is held (a lower bound, not a timing assertion)
+    _assert_error(stale.result(), 503, "waited", "0.2s")
+    assert stale.result().headers["retry-after"] == "1"
+    meta = httpx.get(running.url + "/meta").json()["server"]
+    assert meta["expired"] == 1 and meta["max_queue_wait_s"] == 0.2
+    assert meta["encode_stats"]["texts"] == 0  # answered without running the model
+    assert running.batcher.pending_items == 0  # its capacity was given back
+    fresh = httpx.post(url, json={"texts": ["on time"]}, timeout=60)
+    assert fresh.status_code == 200 and len(fresh.json()["textVectors"]) == 1
+
+
+def test_unexpected_errors_are_logged_not_echoed(start_server, bge_siglip_model_dir, caplog) -> None:
+    def broken_vectorizer() -> Vectorizer:
+        vectorizer = Vectorizer.from_pretrained(bge_siglip_model_dir, device="cpu")
+
+        def fail(*args, **kwargs):
+            raise RuntimeError("secret detail at /srv/private/model")
+
+        vectorizer.encode_texts = fail  # type: ignore[method-assign]
+        return vectorizer
+
+    running = start_server(app_options={"loader": broken_vectorizer})
+    with caplog.at_level(logging.ERROR, logger="bge_siglip_weaviate"):
+        response = httpx.post(running.url + "/vectorize", json={"texts": ["x"]}, timeout=60)
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal error (see the server log)"}
+    assert "secret" in caplog.text  # the details are in the server's log
+    assert httpx.post(running.url + "/vectorize", json={"images": []}).status_code == 200  # still serving
+
+
+def test_default_image_pixel_limit_is_the_servers(server) -> None:
+    # Lower than the core's library default: a server decodes images sent by remote callers.
+    assert server.state.settings.max_image_pixels == DEFAULT_MAX_IMAGE_PIXELS == 40_000_000
+    assert server.vectorizer.limits.max_pixels == DEFAULT_MAX_IMAGE_PIXELS
 
 
 def test_body_too_large_is_413_json(start_server, png_b64) -> None:
@@ -113,7 +159,9 @@ def test_load_failure_is_reported_by_ready(start_server) -> None:
     assert running.state.loaded.wait(60)
     assert len(failures) == 1
     _assert_error(httpx.get(running.url + "/.well-known/ready"), 503, "failed to load")
-    _assert_error(httpx.post(running.url + "/vectorize", json={"texts": ["x"]}), 503, "failed to load")
+    response = httpx.post(running.url + "/vectorize", json={"texts": ["x"]})
+    _assert_error(response, 503, "failed to load", "server log")
+    assert "/nonexistent" not in response.text  # Weaviate shows this to whoever inserted: no server paths
 
 
 def test_graceful_shutdown_finishes_in_flight_requests(start_server, wait_for) -> None:
@@ -142,7 +190,8 @@ def test_graceful_shutdown_finishes_in_flight_requests(start_server, wait_for) -
 @pytest.mark.parametrize(
     "options",
     [{"max_batch_size": 0}, {"max_queue_items": 0}, {"max_items_per_request": 10, "max_queue_items": 5},
-     {"max_wait_ms": -1}, {"max_body_bytes": 0}],
+     {"max_wait_ms": -1}, {"max_body_bytes": 0}, {"max_queue_wait_s": 0}, {"max_concurrent_decodes": 0},
+     {"max_image_pixels": 0}],
 )
 def test_settings_are_validated(server_settings, options) -> None:
     with pytest.raises(ValueError):

@@ -36,11 +36,14 @@ def test_ready_and_live_answer_204_without_body(client) -> None:
         assert response.content == b""
 
 
-def test_meta_is_a_json_object_describing_the_model(client, bge_siglip_vectorizer) -> None:
+def test_meta_is_a_json_object_describing_the_model(client, bge_siglip_vectorizer, bge_siglip_model_dir) -> None:
     response = client.get("/meta")
     assert response.status_code == 200
     meta = response.json()
     assert isinstance(meta, dict)
+    # Weaviate relays /meta to every user of /v1/meta: the server's model path is not in it.
+    assert "source" not in meta
+    assert str(bge_siglip_model_dir) not in response.text and str(bge_siglip_model_dir.parent) not in response.text
     assert meta["dim"] == bge_siglip_vectorizer.dim
     assert meta["max_num_patches"] == bge_siglip_vectorizer.max_num_patches
     for key in ("version", "vision_tower", "text_tower"):
@@ -157,9 +160,19 @@ def test_truncated_image_is_400(client) -> None:
     _assert_error(client.post("/vectorize", json={"texts": ["ok"], "images": [truncated]}), 400, "images[0]")
 
 
-@pytest.mark.parametrize("bad", ["", "   ", 123, None])
-def test_empty_or_non_string_text_is_400(client, bad) -> None:
-    _assert_error(client.post("/vectorize", json={"texts": ["fine", bad]}), 400, "texts[1]")
+@pytest.mark.parametrize("blank", ["", "   ", "\n\t"])
+def test_empty_and_blank_texts_get_a_vector(client, bge_siglip_vectorizer, blank) -> None:
+    # Weaviate sends every string of a vectorised text field, "" included, and the reference container embeds it.
+    text_vectors, _ = _vectors(client.post("/vectorize", json={"texts": ["fine", blank]}))
+    assert text_vectors.shape == (2, bge_siglip_vectorizer.dim)
+    np.testing.assert_allclose(text_vectors, bge_siglip_vectorizer.encode_texts(["fine", blank], allow_empty=True), atol=1e-5)
+    text_vectors, _ = _vectors(client.post("/vectorize", json={"texts": [blank]}))
+    assert text_vectors.shape == (1, bge_siglip_vectorizer.dim)
+
+
+@pytest.mark.parametrize("bad", [123, None, ["nested"], {"text": "x"}])
+def test_non_string_text_is_400(client, bad) -> None:
+    _assert_error(client.post("/vectorize", json={"texts": ["fine", bad]}), 400, "texts[1]", "string")
 
 
 def test_non_string_image_is_400(client) -> None:

@@ -3,6 +3,10 @@
 Endpoints: ``POST /vectorize``, ``GET /meta``, ``GET /.well-known/ready`` (204 once the model is loaded, 503 before),
 ``GET /.well-known/live`` (204). Every error is ``{"error": "..."}``: Weaviate parses the body as JSON before it
 looks at the status, and FastAPI's default ``{"detail": ...}`` would reach the user as an empty message.
+
+Weaviate relays ``/meta`` to every user of ``/v1/meta`` and ``/vectorize`` errors to whoever inserted or queried, so
+neither carries server internals: no model path in ``/meta``, and unexpected errors are logged here and answered
+with a generic message.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bge_siglip_vectorizer import InvalidInputError, Vectorizer
 
 from . import __version__
-from .batching import DynamicBatcher, Overloaded, ShuttingDown
+from .batching import DynamicBatcher, Overloaded, QueueTimeout, ShuttingDown
 from .protocol import ApiError, decode_request, describe_input_error, error_status, parse_vectorize_body
 from .settings import ServerSettings
 
@@ -57,10 +61,14 @@ class ServerState:
         settings: ServerSettings,
         loader: Loader,
         on_load_failed: Callable[[BaseException], None] | None = None,
+        owns_vectorizer: bool = True,
     ) -> None:
         self.settings = settings
         self._loader = loader
         self._on_load_failed = on_load_failed
+        self._owns_vectorizer = owns_vectorizer  # False when the caller passed its own Vectorizer: not ours to close
+        # Full-size decoded images held at once, across all request threads (each is dropped once patchified).
+        self.decode_slots = threading.BoundedSemaphore(settings.decode_slots)
         self.vectorizer: Vectorizer | None = None
         self.batcher: DynamicBatcher | None = None
         self.load_error: str | None = None
@@ -81,26 +89,24 @@ class ServerState:
                 max_batch_size=self.settings.max_batch_size,
                 max_wait_s=self.settings.max_wait_ms / 1000.0,
                 max_queue_items=self.settings.max_queue_items,
+                max_queue_wait_s=self.settings.max_queue_wait_s,
                 batching=self.settings.batching,
             )
             self.vectorizer = vectorizer
             logger.info("model loaded in %.1fs: %r", time.perf_counter() - started, vectorizer)
         except BaseException as exc:  # noqa: BLE001 - reported through /.well-known/ready and the callback
-            self.load_error = f"{type(exc).__name__}: {exc}"
-            logger.error("model failed to load: %s", self.load_error)
+            # The details (paths, ...) go to the log only; callers learn the exception type.
+            self.load_error = type(exc).__name__
+            logger.error("model failed to load: %s: %s", type(exc).__name__, exc)
             if self._on_load_failed is not None:
                 self._on_load_failed(exc)
         finally:
             self.loaded.set()
 
-    @property
-    def ready(self) -> bool:
-        return self.batcher is not None
-
     def require_ready(self) -> tuple[Vectorizer, DynamicBatcher]:
         if self.vectorizer is None or self.batcher is None:
             if self.load_error is not None:
-                raise ApiError(503, f"model failed to load: {self.load_error}")
+                raise ApiError(503, f"model failed to load ({self.load_error}; see the server log)")
             raise ApiError(503, "model is loading; retry when /.well-known/ready answers 204", {"Retry-After": "1"})
         return self.vectorizer, self.batcher
 
@@ -109,6 +115,8 @@ class ServerState:
             self._thread.join(timeout=60)
         if self.batcher is not None:
             self.batcher.close()
+        if self.vectorizer is not None and self._owns_vectorizer:
+            self.vectorizer.close()  # its decode threads
 
 
 def create_app(
@@ -124,7 +132,9 @@ def create_app(
     """
     if vectorizer is not None:
         loader = lambda: vectorizer  # noqa: E731
-    state = ServerState(settings, loader or (lambda: load_vectorizer(settings)), on_load_failed)
+    state = ServerState(
+        settings, loader or (lambda: load_vectorizer(settings)), on_load_failed, owns_vectorizer=vectorizer is None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -173,6 +183,8 @@ def create_app(
     async def meta() -> JSONResponse:
         vectorizer, batcher = state.require_ready()
         description = vectorizer.describe()
+        # Weaviate shows this to every user of /v1/meta: no server filesystem paths.
+        description.pop("source", None)
         description["server"] = {
             "package": "bge-siglip-weaviate",
             "version": __version__,
@@ -189,6 +201,7 @@ def create_app(
         batcher.check_capacity()  # refuse before buffering the body when the queue is already full
         body = await _read_body(request, settings.max_body_bytes)
         parsed = parse_vectorize_body(body)
+        del body  # up to max_body_bytes: not kept while the request waits for decoding and the worker
         if parsed.size == 0:
             return JSONResponse({"textVectors": [], "imageVectors": []})
         if parsed.size > settings.max_items_per_request:
@@ -197,8 +210,10 @@ def create_app(
             )
         ticket = batcher.admit(parsed.size)
         try:
-            # Decode and validate in a worker thread, before queuing: a bad item fails only its own request.
-            texts, images = await run_in_threadpool(decode_request, parsed, vectorizer.limits)
+            # Decode, validate and patchify in a worker thread, before queuing: a bad item fails only its own
+            # request, and the queue holds small uint8 patches, never full-size images.
+            texts, images = await run_in_threadpool(decode_request, parsed, vectorizer, state.decode_slots)
+            del parsed  # the base64 strings are no longer needed while the job waits
             future = ticket.submit(texts, images)
         except BaseException:
             ticket.cancel()
@@ -243,6 +258,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
         return _error(503, str(exc), {"Retry-After": "1"})
 
+    @app.exception_handler(QueueTimeout)
+    async def queue_timeout(request: Request, exc: QueueTimeout) -> JSONResponse:
+        return _error(503, str(exc), {"Retry-After": "1"})
+
     @app.exception_handler(ShuttingDown)
     async def shutting_down(request: Request, exc: ShuttingDown) -> JSONResponse:
         return _error(503, str(exc))
@@ -257,5 +276,6 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # The details stay in the server log: Weaviate would show them to whoever inserted or queried.
         logger.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+        return _error(500, "internal error (see the server log)")

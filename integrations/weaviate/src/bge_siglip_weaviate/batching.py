@@ -2,14 +2,17 @@
 
 Weaviate sends one request per object with many in flight; the reference container serialises them under a lock,
 so the model runs with batch size 1-2 however busy the server is. Here every request becomes a :class:`_Job`
-(already decoded and validated items) in one FIFO queue. A single worker thread takes the oldest job, waits at most
+(validated texts and already patchified images, :class:`~bge_siglip_vectorizer.preprocess.PatchedImage`: never
+full-size decoded images) in one FIFO queue. A single worker thread takes the oldest job, waits at most
 ``max_wait_s`` for more, packs whole jobs until ``max_batch_size`` items, encodes all their texts in one core call
 and all their images in another, and hands each job its own slice back, in order.
 
 Memory is bounded: :meth:`DynamicBatcher.admit` refuses work (:class:`Overloaded`, answered 503) once
-``max_queue_items`` items are admitted and not yet answered. Because items are validated before they are queued, a
-job in a batch cannot carry bad input; should a batch still fail, every job in it is retried on its own so that one
-request's failure never becomes another's.
+``max_queue_items`` items are admitted and not yet answered. A job the worker reaches more than ``max_queue_wait_s``
+after its admission is answered :class:`QueueTimeout` (HTTP 503) without being computed: Weaviate has given up on it
+by then (``MODULES_CLIENT_TIMEOUT``, 50 s by default). Because items are validated before they are queued, a job in a
+batch cannot carry bad input; should a batch still fail, every job in it is retried on its own so that one request's
+failure never becomes another's.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from typing import Any
 import numpy as np
 
 from bge_siglip_vectorizer import Vectorizer
+from bge_siglip_vectorizer.preprocess import PatchedImage
 
-__all__ = ["DynamicBatcher", "Overloaded", "ShuttingDown", "Ticket", "BatcherStats", "BatchResult"]
+__all__ = ["DynamicBatcher", "Overloaded", "ShuttingDown", "QueueTimeout", "Ticket", "BatcherStats", "BatchResult"]
 
 logger = logging.getLogger("bge_siglip_weaviate.batching")
 
@@ -41,6 +45,10 @@ class ShuttingDown(Exception):
     """The batcher is closing and accepts no new work (HTTP 503)."""
 
 
+class QueueTimeout(Exception):
+    """The job waited longer than ``max_queue_wait_s`` for the worker; it was not computed (HTTP 503)."""
+
+
 @dataclass
 class BatcherStats:
     """Counters exposed in ``/meta``: compare ``worker_batches`` with ``requests`` to see batching at work."""
@@ -50,13 +58,15 @@ class BatcherStats:
     worker_batches: int = 0  # times the worker took jobs off the queue
     largest_batch_requests: int = 0  # most jobs packed into one worker batch
     rejected_overloaded: int = 0
+    expired: int = 0  # jobs answered QueueTimeout instead of being computed
     failed: int = 0
 
 
 @dataclass
 class _Job:
-    texts: list[Any]
-    images: list[Any]
+    texts: list[str]
+    images: list[PatchedImage]
+    admitted_at: float  # time.monotonic() at admission: the queue-wait limit counts from there
     future: Future = field(default_factory=Future)
     released: bool = False  # admission given back (done just before answering, so capacity is free on reply)
 
@@ -75,16 +85,17 @@ class Ticket:
     def __init__(self, batcher: "DynamicBatcher", size: int) -> None:
         self._batcher = batcher
         self.size = size
+        self.admitted_at = time.monotonic()
         self._open = True
 
-    def submit(self, texts: list[Any], images: list[Any]) -> Future:
-        """Queue the decoded items; the future resolves to ``(text_vectors, image_vectors)``."""
+    def submit(self, texts: list[str], images: list[PatchedImage]) -> Future:
+        """Queue validated texts and prepared images; the future resolves to ``(text_vectors, image_vectors)``."""
         if not self._open:
             raise RuntimeError("ticket already used")
         if len(texts) + len(images) != self.size:
             raise ValueError(f"ticket admitted {self.size} items, got {len(texts) + len(images)}")
         self._open = False  # from here on the worker owns the admission and releases it
-        return self._batcher._enqueue(_Job(list(texts), list(images)))
+        return self._batcher._enqueue(_Job(list(texts), list(images), self.admitted_at))
 
     def cancel(self) -> None:
         """Give the admission back (decoding failed). A no-op after :meth:`submit`."""
@@ -107,6 +118,7 @@ class DynamicBatcher:
         max_batch_size: int = 32,
         max_wait_s: float = 0.005,
         max_queue_items: int = 1024,
+        max_queue_wait_s: float = 45.0,
         batching: bool = True,
     ) -> None:
         if max_batch_size < 1:
@@ -115,10 +127,13 @@ class DynamicBatcher:
             raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
         if max_queue_items < 1:
             raise ValueError(f"max_queue_items must be >= 1, got {max_queue_items}")
+        if max_queue_wait_s <= 0:
+            raise ValueError(f"max_queue_wait_s must be > 0, got {max_queue_wait_s}")
         self.vectorizer = vectorizer
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_queue_items = max_queue_items
+        self.max_queue_wait_s = max_queue_wait_s
         self.batching = batching
         self.stats = BatcherStats()
         self._queue: collections.deque[_Job] = collections.deque()
@@ -210,6 +225,7 @@ class DynamicBatcher:
                 "max_batch_size": self.max_batch_size,
                 "max_wait_ms": self.max_wait_s * 1000.0,
                 "max_queue_items": self.max_queue_items,
+                "max_queue_wait_s": self.max_queue_wait_s,
                 "pending_items": self._admitted,
                 "queued_requests": len(self._queue),
                 **asdict(self.stats),
@@ -262,8 +278,22 @@ class DynamicBatcher:
             return jobs
 
     def _process(self, jobs: list[_Job]) -> None:
-        # A request whose client went away (its future cancelled) is not worth encoding.
+        # A request whose client went away (its future cancelled) is not worth encoding ...
         jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]
+        # ... nor one the caller has most likely given up on (Weaviate's own timeout is 50 s by default).
+        now = time.monotonic()
+        fresh = []
+        for job in jobs:
+            waited = now - job.admitted_at
+            if waited > self.max_queue_wait_s:
+                self.stats.expired += 1
+                self._answer(job, exception=QueueTimeout(
+                    f"request waited {waited:.1f}s in the queue, over the server's limit of "
+                    f"{self.max_queue_wait_s:g}s; not computed (server overloaded, retry later)"
+                ))
+            else:
+                fresh.append(job)
+        jobs = fresh
         if not jobs:
             return
         try:
@@ -300,18 +330,19 @@ class DynamicBatcher:
             self._release(job.size)
         _settle(job.future, result=result, exception=exception)
 
-    def _encode(self, texts: list[Any], images: list[Any]) -> BatchResult:
+    def _encode(self, texts: list[str], images: list[PatchedImage]) -> BatchResult:
         # One core call per modality: the core sorts by size, de-duplicates identical items (bit-identical vectors,
-        # also across requests) and splits into forward batches of at most max_batch_size.
+        # also across requests) and splits into forward batches of at most max_batch_size. Texts may be "" or
+        # blank: Weaviate sends empty text fields too, and the reference container embeds them.
         dim = self.vectorizer.dim
         batch = max(self.max_batch_size, 1)
         text_vectors = (
-            self.vectorizer.encode_texts(texts, batch_size=batch, show_progress=False)
+            self.vectorizer.encode_texts(texts, batch_size=batch, show_progress=False, allow_empty=True)
             if texts
             else np.empty((0, dim), np.float32)
         )
         image_vectors = (
-            self.vectorizer.encode_images(images, batch_size=batch, show_progress=False)
+            self.vectorizer.encode_prepared(images, batch_size=batch)
             if images
             else np.empty((0, dim), np.float32)
         )

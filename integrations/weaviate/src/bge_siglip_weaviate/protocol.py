@@ -7,28 +7,37 @@ the contract in weaviate/weaviate ``modules/multi2vec-clip/clients``).
 Images arrive as base64 of the file bytes. They are decoded by the core's ``load_base64_image``, not its generic
 ``load_image``: that one also opens file paths and fetches URLs, which a network server must never do on behalf of a
 remote caller (server-side file read, SSRF).
+
+Memory: a decoded image can be hundreds of MB (a 9000x9000 PNG is ~344 KB of base64 and 243 MB of RGB pixels), so
+each image is patchified right after it is decoded and only its uint8 patches (at most ``max_num_patches`` x 768
+bytes) are kept; the full-size image is dropped before the next one is decoded, and a semaphore bounds how many
+full-size images all requests together decode at once.
+
+Texts: every string is accepted, ``""`` and blank ones included. Weaviate's ``multi2vec-clip`` module sends every
+string value of a vectorised text field, empty ones too, and the reference container embeds them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ContextManager
 
-from PIL import Image
-
-from bge_siglip_vectorizer import ImageTooLargeError, InvalidInputError, InvalidTextError
-from bge_siglip_vectorizer.inputs import ImageLimits, load_base64_image, validate_text
+from bge_siglip_vectorizer import ImageTooLargeError, InvalidInputError, InvalidTextError, Vectorizer
+from bge_siglip_vectorizer.inputs import load_base64_image, validate_text
+from bge_siglip_vectorizer.preprocess import PatchedImage
 
 __all__ = [
     "ApiError",
     "VectorizeRequest",
     "parse_vectorize_body",
     "decode_request",
+    "prepare_base64_image",
     "error_status",
     "describe_input_error",
 ]
-
 
 
 class ApiError(Exception):
@@ -72,14 +81,36 @@ def parse_vectorize_body(body: bytes) -> VectorizeRequest:
     return VectorizeRequest(texts=lists["texts"], images=lists["images"])
 
 
-def decode_request(request: VectorizeRequest, limits: ImageLimits) -> tuple[list[str], list[Image.Image]]:
-    """Validate every text and decode every image of one request (run in a worker thread, not the event loop).
+def decode_request(
+    request: VectorizeRequest,
+    vectorizer: Vectorizer,
+    decode_slots: threading.Semaphore | None = None,
+) -> tuple[list[str], list[PatchedImage]]:
+    """Validate every text and prepare every image of one request (run in a worker thread, not the event loop).
 
-    The first bad item raises a typed error whose ``index`` is its position in ``texts`` or ``images``.
+    Images are decoded one at a time, each under one of ``decode_slots``, and turned into patches before the next
+    is decoded. The first bad item raises a typed error whose ``index`` is its position in ``texts`` or ``images``.
     """
-    texts = [validate_text(item, i) for i, item in enumerate(request.texts)]
-    images = [load_base64_image(item, i, limits) for i, item in enumerate(request.images)]
+    texts = [validate_text(item, i, allow_empty=True) for i, item in enumerate(request.texts)]
+    images = [prepare_base64_image(item, i, vectorizer, decode_slots) for i, item in enumerate(request.images)]
     return texts, images
+
+
+def prepare_base64_image(
+    item: Any, index: int, vectorizer: Vectorizer, decode_slots: threading.Semaphore | None = None
+) -> PatchedImage:
+    """Decode one base64 image and patchify it at once; only the patches outlive the call."""
+    slot: ContextManager[Any] = decode_slots if decode_slots is not None else contextlib.nullcontext()
+    with slot:
+        image = load_base64_image(item, index, vectorizer.limits)
+        try:
+            return vectorizer.prepare_images([image], show_progress=False)[0]
+        except InvalidInputError as exc:
+            error = exc.at(index)  # the core numbered it 0 in its one-item list
+        finally:
+            del image  # the full-size image goes before the slot is given back
+    # Raised outside the handler: no __context__ chain keeping the decode frames (and the image) alive.
+    raise error
 
 
 def error_status(exc: InvalidInputError) -> int:

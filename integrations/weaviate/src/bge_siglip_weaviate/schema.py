@@ -7,11 +7,14 @@ enabled (``ENABLE_MODULES=multi2vec-clip``, ``CLIP_INFERENCE_API=http://<server>
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union
 
-from weaviate.classes.config import Configure, DataType, Property
-from weaviate.collections.classes.config_vectorizers import Multi2VecField
-from weaviate.collections.classes.config_vectors import VectorConfigCreate
+from weaviate.classes.config import Configure, DataType, Multi2VecField, Property
+
+if TYPE_CHECKING:
+    # What Configure.Vectors.multi2vec_clip returns; a private module, and named this way from 4.16 on (the public
+    # alias ``weaviate.classes.config.VectorConfigCreate`` only exists in later releases). Annotations only.
+    from weaviate.collections.classes.config_vectors import _VectorConfigCreate
 
 __all__ = ["Fields", "multi2vec_clip_config", "multi2vec_collection_arguments", "create_multi2vec_collection"]
 
@@ -49,7 +52,7 @@ def multi2vec_clip_config(
     inference_url: str | None = None,
     name: str | None = None,
     **options: Any,
-) -> VectorConfigCreate:
+) -> "_VectorConfigCreate":
     """The stock ``Configure.Vectors.multi2vec_clip`` config for a BGE-SigLIP server.
 
     ``image_fields`` / ``text_fields``: BLOB / TEXT property names, or ``{name: weight}`` (Weaviate sums the field

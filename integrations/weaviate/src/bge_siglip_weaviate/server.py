@@ -54,8 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default=env("DTYPE"), help="float32, float16, bfloat16 [model default]")
     parser.add_argument("--max-num-patches", type=int, default=_int("MAX_NUM_PATCHES", None),
                         help="image detail/speed trade-off: 64, 256, 1024 ... [saved value]")
-    parser.add_argument("--max-image-pixels", type=int, default=_int("MAX_IMAGE_PIXELS", None),
-                        help="refuse larger images with 413 (decompression-bomb guard) [core default]")
+    parser.add_argument("--max-image-pixels", type=int,
+                        default=_int("MAX_IMAGE_PIXELS", _DEFAULTS.max_image_pixels),
+                        help="refuse larger images with 413, checked before decoding (decompression-bomb guard) "
+                             "[%(default)s]")
     batching = parser.add_argument_group("cross-request batching")
     batching.add_argument("--max-batch-size", type=int, default=_int("MAX_BATCH_SIZE", _DEFAULTS.max_batch_size),
                           help="most items (texts + images) encoded together [%(default)s]")
@@ -72,6 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="texts + images in one request, else 413 [%(default)s]")
     limits.add_argument("--max-body-mb", type=float, default=_float("MAX_BODY_MB", _DEFAULTS.max_body_bytes / 2**20),
                         help="request body size limit in MiB, else 413 [%(default)s]")
+    limits.add_argument("--max-queue-wait-s", type=float,
+                        default=_float("MAX_QUEUE_WAIT_S", _DEFAULTS.max_queue_wait_s),
+                        help="answer 503 instead of computing a request that waited longer for the batch worker; "
+                             "keep it below Weaviate's MODULES_CLIENT_TIMEOUT (50s) [%(default)s]")
+    limits.add_argument("--max-concurrent-decodes", type=int,
+                        default=_int("MAX_CONCURRENT_DECODES", _DEFAULTS.max_concurrent_decodes),
+                        help="images decoded at full size at once, across all requests [number of CPUs]")
     security = parser.add_argument_group("security")
     security.add_argument("--api-key", default=env("API_KEY"),
                           help="require 'Authorization: Bearer KEY' or 'X-API-Key: KEY' on /vectorize and /meta "
@@ -98,6 +107,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         max_queue_items=args.max_queue_items,
         max_items_per_request=args.max_items_per_request,
         max_body_bytes=int(args.max_body_mb * 2**20),
+        max_queue_wait_s=args.max_queue_wait_s,
+        max_concurrent_decodes=args.max_concurrent_decodes,
         api_key=args.api_key,
     )
 
