@@ -358,6 +358,15 @@ def _serve_parser(sub) -> None:
     )
 
 
+def _bench_parser(sub) -> None:
+    # Listed for `bge-siglip --help`; main() hands `bench ...` to bge_siglip_vectorizer.bench, which parses its own.
+    sub.add_parser(
+        "bench",
+        add_help=False,
+        help="benchmarks: ours vs the reference paths, side by side, ratios (bge-siglip bench --help)",
+    )
+
+
 def _serve(argv: list[str]) -> int:
     try:
         from bge_siglip_weaviate.server import main as serve_main
@@ -369,7 +378,7 @@ def _serve(argv: list[str]) -> int:
 
 _PARSERS: list[Callable] = [
     _demo_parser, _encode_parser, _make_tiny_parser, _make_shapes_parser, _train_parser, _eval_parser, _convert_parser,
-    _export_onnx_parser, _info_parser, _serve_parser,
+    _export_onnx_parser, _info_parser, _serve_parser, _bench_parser,
 ]
 
 
@@ -388,6 +397,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["serve"]:
         return _serve(argv[1:])
+    if argv[:1] == ["bench"]:
+        from .bench import main as bench_main
+
+        return int(bench_main(argv[1:]) or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
