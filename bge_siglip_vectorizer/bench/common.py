@@ -9,6 +9,7 @@ ratio as the ratio of medians with the range of the per-round (paired) ratios.
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import sys
 import time
@@ -29,6 +30,8 @@ class Measurement:
     items: int
     unit: str = "img/s"
     seconds: list[float] = field(default_factory=list)
+    # Per run: share of the machine's CPU time used by other processes meanwhile (0.0 = quiet, 1.0 = all of it).
+    foreign: list[float] = field(default_factory=list)
 
     @property
     def rates(self) -> list[float]:
@@ -57,6 +60,7 @@ class Measurement:
             "min": _finite(self.low),
             "max": _finite(self.high),
             "median_seconds": _finite(statistics.median(self.seconds)) if self.seconds else None,
+            "foreign_cpu_share": [round(f, 3) for f in self.foreign],
         }
 
 
@@ -69,6 +73,7 @@ class Comparison:
     baseline: Measurement
     target: float | None = None
     note: str = ""
+    condition: bool | None = None  # a further requirement of the target (e.g. int8 cosine), None if there is none
 
     @property
     def ratio(self) -> float:
@@ -81,7 +86,9 @@ class Comparison:
 
     @property
     def met(self) -> bool | None:
-        return None if self.target is None else bool(self.ratio >= self.target)
+        if self.target is None:
+            return None
+        return bool(self.ratio >= self.target and self.condition is not False)
 
     def to_json(self) -> dict[str, Any]:
         paired = self.paired
@@ -95,6 +102,7 @@ class Comparison:
             "ratio_max": _finite(max(paired)) if paired else None,
             "target": self.target,
             "met": self.met,
+            "condition": self.condition,
             "note": self.note,
         }
 
@@ -111,6 +119,7 @@ class ScenarioResult:
     checks: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    summary: list[str] = field(default_factory=list)  # short lines the printed table shows under the scenario
     status: str = "ok"
     error: str | None = None
     duration_s: float = 0.0
@@ -120,8 +129,8 @@ class ScenarioResult:
         return measurement
 
     def compare(self, label: str, ours: Measurement, baseline: Measurement, target: float | None = None,
-                note: str = "") -> Comparison:
-        comparison = Comparison(label, ours, baseline, target, note)
+                note: str = "", condition: bool | None = None) -> Comparison:
+        comparison = Comparison(label, ours, baseline, target, note, condition)
         self.comparisons.append(comparison)
         return comparison
 
@@ -137,14 +146,66 @@ class ScenarioResult:
             "comparisons": [c.to_json() for c in self.comparisons],
             "checks": _jsonable(self.checks),
             "details": _jsonable(self.details),
+            "summary": list(self.summary),
             "notes": list(self.notes),
         }
 
 
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+class CpuMonitor:
+    """How much CPU *other* processes used over an interval: machine busy time (``/proc/stat``) minus ours.
+
+    The machine is shared; this tells a reader which timings were taken while someone else was computing.
+    ``share()`` is 0.0 on a quiet machine and 1.0 if others used every core the whole time (None off Linux).
+    """
+
+    def __init__(self) -> None:
+        self._cpus = os.cpu_count() or 1
+        self._start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as handle:
+                fields = [int(x) for x in handle.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        busy = (sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)) / tick  # all but idle and iowait
+        own = os.times()
+        return time.perf_counter(), busy, own.user + own.system + own.children_user + own.children_system
+
+    def share(self) -> float | None:
+        end = self._sample()
+        if end is None or self._start is None:
+            return None
+        wall = end[0] - self._start[0]
+        if wall < 0.5:  # CPU times tick in 10 ms steps: shorter intervals give noise, not a measurement
+            return None
+        foreign = (end[1] - self._start[1]) - (end[2] - self._start[2])
+        return min(1.0, max(0.0, foreign / (wall * self._cpus)))
+
+
+def wait_for_quiet(max_wait_s: float = 120.0, threshold: float = 0.25) -> float | None:
+    """Before timing, wait (at most ``max_wait_s``) while other processes use more than ``threshold`` of the CPU.
+    Returns the last measured foreign share."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        monitor = CpuMonitor()
+        time.sleep(1.0)
+        share = monitor.share()
+        if share is None or share <= threshold or time.monotonic() > deadline:
+            return share
+        log(f"other processes use {share:.0%} of the CPU; waiting for a quieter machine")
+        time.sleep(4.0)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any, float | None]:
+    """Wall time of ``fn()``, its value, and the foreign CPU share meanwhile."""
+    monitor = CpuMonitor()
     started = time.perf_counter()
     value = fn()
-    return time.perf_counter() - started, value
+    elapsed = time.perf_counter() - started
+    return elapsed, value, monitor.share()
 
 
 def interleaved(
@@ -153,23 +214,30 @@ def interleaved(
     warmup: int = 1,
     warmups: dict[str, Callable[[], Any]] | None = None,
     on_round: Callable[[int], None] | None = None,
-) -> tuple[dict[str, list[float]], dict[str, Any]]:
+) -> tuple[dict[str, Measurement], dict[str, Any]]:
     """Run each contender ``warmup`` times (``warmups[name]`` if given: e.g. a smaller input), then ``reps`` rounds
-    in rotating order. Returns the wall times per contender and each contender's last return value."""
+    in rotating order. Returns per contender a Measurement (items=1, unit "": the caller sets them; see
+    :func:`measured`) with raw times and foreign load, and each contender's last return value."""
     names = list(contenders)
     for _ in range(warmup):
         for name in names:
             (warmups or {}).get(name, contenders[name])()
-    seconds: dict[str, list[float]] = {name: [] for name in names}
+    runs: dict[str, Measurement] = {name: Measurement(name, 1, "") for name in names}
     last: dict[str, Any] = {}
     for round_ in range(reps):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
-            elapsed, last[name] = timed(contenders[name])
-            seconds[name].append(elapsed)
+            elapsed, last[name], foreign = timed(contenders[name])
+            runs[name].seconds.append(elapsed)
+            runs[name].foreign.append(foreign if foreign is not None else math.nan)
         if on_round is not None:
             on_round(round_)
-    return seconds, last
+    return runs, last
+
+
+def measured(run: Measurement, items: int, unit: str, label: str | None = None) -> Measurement:
+    """A Measurement from :func:`interleaved`'s raw run, with its item count, unit and (optionally) a new label."""
+    return Measurement(label or run.label, items, unit, list(run.seconds), list(run.foreign))
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -1,0 +1,113 @@
+"""Run settings (item counts per mode) and the shared state scenarios draw on: model, images, work folders."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .models import QUICK, REAL, ModelSpec, ensure_model, ensure_onnx
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Item counts and repetitions. The full plan is sized so the whole run takes ~15-20 min on 2 CPU cores, where
+    one So400m forward at 256 patches costs ~2 s per image: every count below is bounded by that."""
+
+    reps: int = 3
+    warmup: int = 1
+    preprocess_images: int = 48
+    preprocess_reps: int = 5
+    ingest_images: int = 8
+    ingest_batch: int = 4
+    server_clients: int = 32
+    server_requests_per_client: int = 1
+    server_rounds: dict[int, int] = field(default_factory=lambda: {256: 1, 64: 2})  # max_num_patches -> rounds
+    per_item_images: int = 6
+    per_item_reps: int = 2
+    onnx_images: int = 4
+    onnx_texts: int = 16
+    texts: int = 64
+    text_batch: int = 32
+    # max_num_patches -> (images, batch sizes, repetitions)
+    scaling: dict[int, tuple[int, tuple[int, ...], int]] = field(
+        default_factory=lambda: {64: (16, (1, 4, 16), 2), 256: (8, (1, 2, 4, 8), 1), 1024: (4, (1, 4), 1)}
+    )
+
+
+FULL_PLAN = Plan()
+QUICK_PLAN = Plan(
+    reps=2, warmup=1, preprocess_images=12, preprocess_reps=2, ingest_images=6, ingest_batch=4,
+    server_clients=32, server_requests_per_client=1, server_rounds={256: 1, 64: 1}, per_item_images=4,
+    per_item_reps=2, onnx_images=4, onnx_texts=8, texts=16, text_batch=8,
+    scaling={64: (4, (1, 4), 1), 256: (4, (1, 4), 1), 1024: (2, (1, 2), 1)},
+)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("BGE_SIGLIP_BENCH_CACHE", Path.home() / ".cache" / "bge-siglip-bench"))
+
+
+class BenchContext:
+    """Lazily built, shared across scenarios: the model directory, one loaded Vectorizer, image files."""
+
+    def __init__(self, quick: bool, out: Path, cache_dir: Path | None = None, reps: int | None = None) -> None:
+        self.quick = quick
+        self.out = out
+        self.cache_dir = (cache_dir or default_cache_dir()).expanduser()
+        plan = QUICK_PLAN if quick else FULL_PLAN
+        if reps is not None:
+            plan = dataclasses.replace(plan, reps=reps, preprocess_reps=max(reps, plan.preprocess_reps),
+                                       per_item_reps=reps)
+        self.plan = plan
+        self.spec: ModelSpec = QUICK if quick else REAL
+        self.work = out / "work"
+        self.model_info: dict[str, Any] = {}
+        self.onnx_info: dict[str, Any] | None = None
+        self._model_dir: Path | None = None
+        self._vectorizer = None
+
+    @property
+    def images_dir(self) -> Path:
+        return self.cache_dir / ("images-quick-v1" if self.quick else "images-v1")
+
+    @property
+    def model_dir(self) -> Path:
+        if self._model_dir is None:
+            self._model_dir, self.model_info = ensure_model(self.cache_dir, self.spec)
+        return self._model_dir
+
+    @property
+    def vectorizer(self):
+        """The process-wide shared Vectorizer of the benchmark model: the same instance the Chroma adapter gets."""
+        if self._vectorizer is None:
+            from ..vectorizer import shared_vectorizer
+
+            self._vectorizer = shared_vectorizer(self.model_dir, device="cpu")
+        return self._vectorizer
+
+    def with_patches(self, max_num_patches: int, **options: Any):
+        """A Vectorizer sharing the loaded towers, with another ``max_num_patches`` (no second copy of the weights)."""
+        from ..preprocess import NaFlexConfig
+        from ..vectorizer import Vectorizer
+
+        base = self.vectorizer.components
+        preprocessing = NaFlexConfig.from_dict({**base.preprocessing.to_dict(), "max_num_patches": max_num_patches})
+        return Vectorizer(dataclasses.replace(base, preprocessing=preprocessing), device="cpu", **options)
+
+    def ensure_onnx(self) -> dict[str, Any]:
+        if self.onnx_info is None:
+            self.onnx_info = ensure_onnx(self.model_dir, in_process=self.quick)
+        return self.onnx_info
+
+    def workdir(self, name: str) -> Path:
+        path = self.work / name
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        return path
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)

@@ -1,0 +1,100 @@
+"""The benchmark harness (``bge-siglip bench``) runs end to end in --quick mode and writes its files.
+
+No timing is asserted anywhere: CI machines are shared and noisy. What is checked is that every scenario ran,
+produced positive numbers and ratios, and that the machine description and raw timings are in the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import pytest
+
+from bge_siglip_vectorizer.bench import NAMES, main
+from bge_siglip_vectorizer.bench.scenarios import resolve
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("bench")
+    out = root / "out"
+    code = main(["--quick", "--out", str(out), "--cache-dir", str(root / "cache"), "--plot", str(root / "copy.png")])
+    return code, out, root
+
+
+def test_quick_run_succeeds_and_writes_json_png_and_table(quick_run) -> None:
+    code, out, root = quick_run
+    assert code == 0
+    for name in ("bench.json", "bench.png", "bench.txt"):
+        assert (out / name).is_file(), name
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (root / "copy.png").read_bytes() == (out / "bench.png").read_bytes()
+    assert not (out / "work").exists()  # databases of the ingest scenario are cleaned up
+    table = (out / "bench.txt").read_text()
+    assert "Ratios" in table and table.count(">= ") >= 5  # every target is printed next to its ratio
+
+
+def test_json_has_every_scenario_with_numbers(quick_run) -> None:
+    _, out, _ = quick_run
+    report = json.loads((out / "bench.json").read_text())
+    assert report["schema"] == "bge-siglip-bench/1" and report["quick"] is True
+    assert set(report["scenarios"]) == set(NAMES) and len(NAMES) == 7
+    for name, scenario in report["scenarios"].items():
+        assert scenario["status"] == "ok", (name, scenario["error"], scenario["details"].get("traceback"))
+        assert scenario["measurements"], name
+        for m in scenario["measurements"]:
+            assert m["seconds"] and all(s > 0 for s in m["seconds"]), (name, m["label"])
+            assert len(m["rates"]) == len(m["seconds"])
+            assert m["median"] > 0 and m["min"] <= m["median"] <= m["max"], (name, m["label"])
+        assert scenario["comparisons"], name
+        for c in scenario["comparisons"]:
+            assert c["ratio"] is not None and math.isfinite(c["ratio"]) and c["ratio"] > 0, (name, c["label"])
+            assert c["met"] in (True, False, None)
+    targets = {c["label"]: c["target"] for s in report["scenarios"].values() for c in s["comparisons"]}
+    assert {3.0, 0.9, 2.5, 1.5, 1.0} <= {t for t in targets.values() if t is not None}
+
+
+def test_json_describes_machine_model_and_checks(quick_run) -> None:
+    _, out, _ = quick_run
+    report = json.loads((out / "bench.json").read_text())
+    machine = report["machine"]
+    assert machine["cpu_model"] and machine["logical_cpus"] >= 1 and machine["torch_threads"] >= 1
+    assert machine["versions"]["torch"] and machine["versions"]["transformers"]
+    assert machine["load_average_at_start"] is None or len(machine["load_average_at_start"]) == 3
+    assert report["model"]["vision_parameters"] > 0 and report["model"]["tokenizer_vocab"] > 5
+    scenarios = report["scenarios"]
+    # Correctness checks made in the same run as the timings.
+    assert all(v["identical"] for v in scenarios["preprocess"]["checks"].values())
+    assert scenarios["text"]["checks"]["same vectors"]["ok"] is True
+    assert scenarios["ingest"]["checks"]["stored vectors vs pure forward"]["chroma_min_cosine"] > 0.9999
+    assert scenarios["onnx"]["checks"]["cosine to torch"]["images"]["onnxruntime fp32"]["min_cosine"] > 0.999
+    server = scenarios["server"]["details"]
+    assert any(d["forward_passes"] < d["requests"] for d in server.values())  # batching merged requests
+    assert any(d["forward_passes"] == d["requests"] for d in server.values())  # one at a time without it
+    assert set(scenarios["scaling"]["details"]["curves"]) == {"64", "256", "1024"}
+
+
+def test_scenario_selection_by_name_or_number() -> None:
+    assert resolve(None) == list(NAMES)
+    assert resolve(["7", "ingest"]) == ["ingest", "scaling"]
+    assert resolve(["onnx,1"]) == ["preprocess", "onnx"]
+    with pytest.raises(ValueError, match="unknown scenario"):
+        resolve(["nope"])
+    assert main(["--scenarios", "nope"]) == 2
+
+
+def test_plot_falls_back_to_pillow_without_matplotlib(tmp_path, monkeypatch) -> None:
+    from bge_siglip_vectorizer.bench import report
+    from bge_siglip_vectorizer.bench.common import Measurement, ScenarioResult
+
+    result = ScenarioResult("scaling", 7, "scaling")
+    a = result.add(Measurement("64 patches, batch 1", 4, seconds=[1.0, 1.2]))
+    b = result.add(Measurement("64 patches, batch 4", 4, seconds=[0.5, 0.6]))
+    result.compare("batch 4 / batch 1", b, a, 1.5)
+    result.details["curves"] = {"64": [{"batch_size": 1, "median": a.median, "min": a.low, "max": a.high},
+                                       {"batch_size": 4, "median": b.median, "min": b.low, "max": b.high}]}
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    assert report.plot(tmp_path / "p.png", [result], "title") == "pillow"
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
