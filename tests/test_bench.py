@@ -98,3 +98,16 @@ def test_plot_falls_back_to_pillow_without_matplotlib(tmp_path, monkeypatch) -> 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     assert report.plot(tmp_path / "p.png", [result], "title") == "pillow"
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_disturbed_runs_are_repeated_and_left_out_of_the_median(monkeypatch) -> None:
+    from bge_siglip_vectorizer.bench import common
+
+    shares = iter([0.9] + [0.0] * 10)  # the first timed run sees other processes using 90% of the CPU
+    monkeypatch.setattr(common.CpuMonitor, "share", lambda self: next(shares))
+    calls: list[str] = []
+    runs, _ = common.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, reps=2, warmup=0)
+    assert calls.count("a") == 3 and calls.count("b") == 2  # a's disturbed run was repeated once
+    measured = common.measured(runs["a"], items=4, unit="img/s")
+    assert len(measured.seconds) == 3 and not measured.quiet(0) and len(measured.counted) == 2
+    assert measured.to_json()["runs_counted"] == 2 and measured.to_json()["foreign_cpu_share"][0] == 0.9

@@ -4,6 +4,10 @@ Timings on a shared 2-core machine are noisy, so every comparison is measured *i
 contenders run in rotating order (A B C, B C A, C A B, ...) so a burst of foreign load hits all of them alike.
 A measurement keeps every raw wall time; its throughput is reported as the median with the min-max range, and a
 ratio as the ratio of medians with the range of the per-round (paired) ratios.
+
+Every run also records how much CPU *other* processes used meanwhile (:class:`CpuMonitor`). A run during which they
+used more than ``NOISY`` of the machine is repeated once (bounded), kept in the JSON, and left out of the median
+while at least one quiet run exists.
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+
+#: A run during which other processes used more than this share of the machine's CPU counts as disturbed.
+NOISY = 0.25
 
 
 def log(message: str) -> None:
@@ -37,17 +45,28 @@ class Measurement:
     def rates(self) -> list[float]:
         return [self.items / s if s > 0 else math.inf for s in self.seconds]
 
+    def quiet(self, index: int) -> bool:
+        """Whether run ``index`` ran without heavy foreign load (unknown load counts as quiet)."""
+        share = self.foreign[index] if index < len(self.foreign) else math.nan
+        return not (share > NOISY)  # NaN -> quiet
+
+    @property
+    def counted(self) -> list[float]:
+        """The rates the statistics use: the quiet runs', or every run's if none was quiet."""
+        quiet = [r for i, r in enumerate(self.rates) if self.quiet(i)]
+        return quiet or self.rates
+
     @property
     def median(self) -> float:
-        return statistics.median(self.rates) if self.seconds else math.nan
+        return statistics.median(self.counted) if self.seconds else math.nan
 
     @property
     def low(self) -> float:
-        return min(self.rates) if self.seconds else math.nan
+        return min(self.counted) if self.seconds else math.nan
 
     @property
     def high(self) -> float:
-        return max(self.rates) if self.seconds else math.nan
+        return max(self.counted) if self.seconds else math.nan
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,7 +79,8 @@ class Measurement:
             "min": _finite(self.low),
             "max": _finite(self.high),
             "median_seconds": _finite(statistics.median(self.seconds)) if self.seconds else None,
-            "foreign_cpu_share": [round(f, 3) for f in self.foreign],
+            "foreign_cpu_share": [round(f, 3) if math.isfinite(f) else None for f in self.foreign],
+            "runs_counted": len(self.counted),
         }
 
 
@@ -82,7 +102,9 @@ class Comparison:
     @property
     def paired(self) -> list[float]:
         # Round i of ours against round i of the baseline: they ran back to back, under the same load.
-        return [a / b for a, b in zip(self.ours.rates, self.baseline.rates) if b]
+        pairs = list(zip(self.ours.rates, self.baseline.rates))
+        quiet = [(a, b) for i, (a, b) in enumerate(pairs) if self.ours.quiet(i) and self.baseline.quiet(i)]
+        return [a / b for a, b in (quiet or pairs) if b]
 
     @property
     def met(self) -> bool | None:
@@ -224,14 +246,23 @@ def interleaved(
             (warmups or {}).get(name, contenders[name])()
     runs: dict[str, Measurement] = {name: Measurement(name, 1, "") for name in names}
     last: dict[str, Any] = {}
+
+    def once(name: str) -> None:
+        elapsed, last[name], foreign = timed(contenders[name])
+        runs[name].seconds.append(elapsed)
+        runs[name].foreign.append(foreign if foreign is not None else math.nan)
+
     for round_ in range(reps):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
-            elapsed, last[name], foreign = timed(contenders[name])
-            runs[name].seconds.append(elapsed)
-            runs[name].foreign.append(foreign if foreign is not None else math.nan)
+            once(name)
         if on_round is not None:
             on_round(round_)
+    for name in names:  # one more try for each disturbed run (not for the retries themselves)
+        disturbed = sum(not runs[name].quiet(i) for i in range(reps))
+        for _ in range(disturbed):
+            log(f"'{name}' ran while other processes were busy; running it again")
+            once(name)
     return runs, last
 
 

@@ -129,7 +129,7 @@ def _plot_with_matplotlib(path: Path, results: list[ScenarioResult], title: str)
     left.set_title("7. Image throughput vs batch size and patch budget")
     left.grid(True, which="both", alpha=0.3)
     if curves:
-        left.legend()
+        left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(curves), fontsize=9)
     labels = [r[0] for r in ratios][::-1]
     values = [r[1] for r in ratios][::-1]
     colours = [{True: "#2e7d32", False: "#c62828", None: "#78909c"}[r[3]] for r in ratios][::-1]

@@ -18,10 +18,10 @@ import socket
 import statistics
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from .. import data
-from ..common import CpuMonitor, Measurement, ScenarioResult, log, percentile
+from ..common import NOISY, CpuMonitor, Measurement, ScenarioResult, log, percentile
 from ..context import BenchContext
 
 NAME, NUMBER = "server", 3
@@ -108,8 +108,10 @@ async def _load(url: str, per_client: list[list[dict]], timeout_s: float) -> tup
         return time.perf_counter() - started, latencies
 
 
-def _serve_and_load(ctx: BenchContext, patches: int, batching: bool, rounds: list[list[list[dict]]],
-                    warmup: list[dict]) -> dict[str, Any]:
+def _serve_and_load(ctx: BenchContext, patches: int, batching: bool, make_round: Callable[[], list[list[dict]]],
+                    n_rounds: int, warmup: list[dict]) -> dict[str, Any]:
+    """Start the server, warm it up, run ``n_rounds`` load rounds (plus one more for each round that other
+    processes disturbed), stop it. ``make_round()`` gives each round's requests, per client."""
     from bge_siglip_weaviate.app import create_app
     from bge_siglip_weaviate.settings import ServerSettings
 
@@ -126,22 +128,28 @@ def _serve_and_load(ctx: BenchContext, patches: int, batching: bool, rounds: lis
         asyncio.run(_load(server.url, [warmup], _DEADLINE_S))  # warm-up: one client, a few requests
         before = server.meta()
         walls, latencies, foreign = [], [], []
-        for round_ in rounds:
+        retries = n_rounds
+        while len(walls) < n_rounds + (n_rounds - retries):
             monitor = CpuMonitor()
-            wall, lat = asyncio.run(_load(server.url, round_, _DEADLINE_S))
+            wall, lat = asyncio.run(_load(server.url, make_round(), _DEADLINE_S))
             share = monitor.share()
             walls.append(wall)
-            latencies.extend(lat)
+            latencies.append(lat)
             foreign.append(share if share is not None else float("nan"))
+            if share is not None and share > NOISY and retries > 0 and len(walls) <= n_rounds:
+                log(f"{NAME}: other processes were busy during this round; one more round")
+                retries -= 1
         after = server.meta()
     finally:
         server.stop()
         vectorizer.close()
     stats = {k: after["encode_stats"][k] - before["encode_stats"][k] for k in ("images", "image_batches")}
+    # Latency percentiles over the quiet rounds (all rounds if none was quiet), like the throughput median.
+    quiet = [lat for lat, share in zip(latencies, foreign) if not share > NOISY] or latencies
     return {
         "walls": walls,
         "foreign": foreign,
-        "latencies": latencies,
+        "latencies": [x for lat in quiet for x in lat],
         "forward_passes": stats["image_batches"],
         "images_encoded": stats["images"],
         "worker_batches": after["worker_batches"] - before["worker_batches"],
@@ -160,12 +168,12 @@ def run(ctx: BenchContext) -> ScenarioResult:
         warmup = _bodies(2, ctx.quick, next(seeds))
         # Alternate which mode goes first, so slow drift in foreign load does not always favour the same one.
         for batching in ((False, True) if index % 2 == 0 else (True, False)):
-            rounds = []
-            for _ in range(n_rounds):
+            def make_round() -> list[list[dict]]:
                 bodies = _bodies(requests, ctx.quick, next(seeds))
-                rounds.append([bodies[c * per_client:(c + 1) * per_client] for c in range(clients)])
+                return [bodies[c * per_client:(c + 1) * per_client] for c in range(clients)]
+
             log(f"{NAME}: {patches} patches, batching {'on' if batching else 'off'}: {n_rounds} x {requests} requests")
-            per_mode[batching] = _serve_and_load(ctx, patches, batching, rounds, warmup)
+            per_mode[batching] = _serve_and_load(ctx, patches, batching, make_round, n_rounds, warmup)
         measured = {}
         for batching, run_ in per_mode.items():
             label = f"{patches} patches, batching {'on' if batching else 'off'} (req/s)"
@@ -188,8 +196,8 @@ def run(ctx: BenchContext) -> ScenarioResult:
         result.compare(f"server throughput, batching on / off, {patches} patches", measured[True], measured[False],
                        TARGET if patches == 256 else None)
     result.notes.append(
-        "On a CPU the forward of one 256-patch image already multiplies (256 x 1152) matrices, which keeps both "
-        "cores busy: batching saves little compute per image. It bounds the gain, not the server: the same "
-        "batching amortises kernel launches and weight reads on a GPU, where batch size matters most."
+        "Cross-request batching can only gain what a bigger forward batch gains (scenario 7). On CPU cores, one "
+        "256-patch image already gives matrix products big enough to keep the cores busy, so batching mainly adds "
+        "waiting (everyone in a batch waits for the whole batch); with 64 patches per image it pays."
     )
     return result
