@@ -102,9 +102,13 @@ class Comparison:
     @property
     def paired(self) -> list[float]:
         # Round i of ours against round i of the baseline: they ran back to back, under the same load.
+        # Only pairs the medians also count: both runs quiet, or every run if a side has no quiet run at all.
         pairs = list(zip(self.ours.rates, self.baseline.rates))
-        quiet = [(a, b) for i, (a, b) in enumerate(pairs) if self.ours.quiet(i) and self.baseline.quiet(i)]
-        return [a / b for a, b in (quiet or pairs) if b]
+
+        def counts(m: Measurement, i: int) -> bool:
+            return m.quiet(i) or not any(m.quiet(j) for j in range(len(m.seconds)))
+
+        return [a / b for i, (a, b) in enumerate(pairs) if b and counts(self.ours, i) and counts(self.baseline, i)]
 
     @property
     def met(self) -> bool | None:

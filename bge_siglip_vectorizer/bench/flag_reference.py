@@ -29,7 +29,7 @@ import numpy as np
 class FlagDenseReimplementation:
     """The dense path of ``BGEM3FlagModel.encode(..., return_dense=True)``, re-implemented (see module docstring)."""
 
-    label = "FlagEmbedding dense path (re-implementation)"
+    label = "FlagEmbedding dense path (re-implemented)"
 
     def __init__(self, model_dir: str) -> None:
         import torch

@@ -38,7 +38,8 @@ def table(report: dict[str, Any], results: list[ScenarioResult]) -> str:
         f"{machine['usable_cpus']} CPUs, torch {machine['versions'].get('torch')} "
         f"({machine['torch_threads']} threads), {report['duration_s'] / 60:.1f} min",
         f"model: {report['model'].get('description', '?')}",
-        "other load: share of the machine's CPU used by other processes during a run (max over the runs)",
+        "other load: share of the machine's CPU used by other processes during a run (max over the runs); runs with "
+        "more than 25% are repeated once and left out of the median while a quieter run exists",
         "",
         f"{'#':>2} {'measurement':<66} {'median':>9} {'[min - max]':>21}  unit",
     ]
@@ -51,7 +52,9 @@ def table(report: dict[str, Any], results: list[ScenarioResult]) -> str:
             spread = f"[{fmt(m.low)} - {fmt(m.high)}]"
             load = [f for f in m.foreign if math.isfinite(f)]
             other = f", other load <= {max(load):.0%}" if load else ""
-            lines.append(f"   {m.label[:65]:<65} {fmt(m.median):>9} {spread:>21}  {m.unit}  (n={len(m.seconds)}{other})")
+            counted = "" if len(m.counted) == len(m.seconds) else f", {len(m.counted)} quiet counted"
+            lines.append(f"   {m.label[:65]:<65} {fmt(m.median):>9} {spread:>21}  {m.unit}  "
+                         f"(n={len(m.seconds)}{counted}{other})")
         for line in result.summary:
             lines.append(f"   {line}")
         for name, value in result.checks.items():

@@ -128,17 +128,17 @@ def _serve_and_load(ctx: BenchContext, patches: int, batching: bool, make_round:
         asyncio.run(_load(server.url, [warmup], _DEADLINE_S))  # warm-up: one client, a few requests
         before = server.meta()
         walls, latencies, foreign = [], [], []
-        retries = n_rounds
-        while len(walls) < n_rounds + (n_rounds - retries):
+        extra = 0
+        while len(walls) < n_rounds + extra:
             monitor = CpuMonitor()
             wall, lat = asyncio.run(_load(server.url, make_round(), _DEADLINE_S))
             share = monitor.share()
             walls.append(wall)
             latencies.append(lat)
             foreign.append(share if share is not None else float("nan"))
-            if share is not None and share > NOISY and retries > 0 and len(walls) <= n_rounds:
+            if share is not None and share > NOISY and len(walls) <= n_rounds:  # planned rounds only
                 log(f"{NAME}: other processes were busy during this round; one more round")
-                retries -= 1
+                extra += 1
         after = server.meta()
     finally:
         server.stop()
