@@ -64,6 +64,7 @@ def test_json_describes_machine_model_and_checks(quick_run) -> None:
     assert machine["versions"]["torch"] and machine["versions"]["transformers"]
     assert machine["load_average_at_start"] is None or len(machine["load_average_at_start"]) == 3
     assert report["model"]["vision_parameters"] > 0 and report["model"]["tokenizer_vocab"] > 5
+    assert report["finished"] is True and (report["device"], report["dtype"]) == ("cpu", "float32")
     scenarios = report["scenarios"]
     # Correctness checks made in the same run as the timings.
     assert all(v["identical"] for v in scenarios["preprocess"]["checks"].values())
@@ -83,6 +84,8 @@ def test_scenario_selection_by_name_or_number() -> None:
     with pytest.raises(ValueError, match="unknown scenario"):
         resolve(["nope"])
     assert main(["--scenarios", "nope"]) == 2
+    # ONNX Runtime (CPU) against torch on a GPU is no comparison: refused before anything is built.
+    assert main(["--device", "cuda", "--scenarios", "onnx"]) == 2
 
 
 def test_plot_falls_back_to_pillow_without_matplotlib(tmp_path, monkeypatch) -> None:
@@ -111,3 +114,33 @@ def test_disturbed_runs_are_repeated_and_left_out_of_the_median(monkeypatch) -> 
     measured = common.measured(runs["a"], items=4, unit="img/s")
     assert len(measured.seconds) == 3 and not measured.quiet(0) and len(measured.counted) == 2
     assert measured.to_json()["runs_counted"] == 2 and measured.to_json()["foreign_cpu_share"][0] == 0.9
+
+
+def test_load_generator_spreads_clients_over_processes_against_the_real_server(quick_run) -> None:
+    """The server scenario's clients, in two processes of their own, against the real inference server: every
+    request is answered once, latencies fall inside the round's wall time, and a refused request is an error."""
+    from bge_siglip_vectorizer import Vectorizer
+    from bge_siglip_vectorizer.bench.scenarios import server
+    from bge_siglip_weaviate.app import create_app
+    from bge_siglip_weaviate.settings import ServerSettings
+
+    _, _, root = quick_run
+    model = root / "cache" / "quick-v1"
+    vectorizer = Vectorizer.from_pretrained(model, device="cpu")
+    running = server._Server(create_app(ServerSettings(model=str(model)), vectorizer=vectorizer))
+    clients = server._LoadGenerator(2)
+    try:
+        assert len(set(clients.pids)) == 2
+        bodies = server._bodies(6, quick=True, seed=1)
+        per_client = [bodies[i:i + 2] for i in range(0, 6, 2)]  # 3 clients, 2 requests each, over 2 processes
+        before = running.meta()["encode_stats"]["images"]
+        wall, latencies = clients.run(running.url, per_client, 120)
+        assert running.meta()["encode_stats"]["images"] - before == 6
+        assert len(latencies) == 6 and all(0 < x <= wall + 0.05 for x in latencies)
+        with pytest.raises(RuntimeError, match="answered 400"):
+            clients.run(running.url, [[b'{"images": ["not base64!"]}']], 60)
+    finally:
+        clients.close()
+        running.stop()
+        vectorizer.close()
+    assert not any(process.is_alive() for process in clients.processes)

@@ -54,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              "[$BGE_SIGLIP_BENCH_CACHE or ~/.cache/bge-siglip-bench]")
     parser.add_argument("--reps", type=int, default=None,
                         help="timed rounds per comparison (after warm-up) [3 full, 2 quick]")
+    parser.add_argument("--device", default="cpu",
+                        help="where the towers run: cpu, cuda, cuda:N. On a GPU the model runs in the core's default "
+                             "dtype there (float16), the plan has more items, and the onnx scenario (a CPU "
+                             "comparison) is left out [%(default)s]")
     parser.add_argument("--plot", type=Path, default=None, help="also copy the PNG here (e.g. docs/bench.png)")
     return parser
 
@@ -62,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the selected scenarios; print the table; write JSON, text and PNG. Exit status 1 if any scenario failed."""
     from . import report, scenarios
     from .common import ScenarioResult, log, wait_for_quiet
-    from .context import BenchContext
+    from .context import BenchContext, is_gpu
     from .machine import describe_machine, load_average
 
     try:
@@ -70,16 +74,41 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"bge-siglip bench: {exc}", file=sys.stderr)
         return 2
+    if is_gpu(args.device) and "onnx" in names:
+        if args.scenarios:
+            print("bge-siglip bench: the onnx scenario compares ONNX Runtime and torch on the CPU; "
+                  "run it with --device cpu", file=sys.stderr)
+            return 2
+        names.remove("onnx")
     if args.reps is not None and args.reps < 1:
         print("bge-siglip bench: --reps must be at least 1", file=sys.stderr)
         return 2
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    ctx = BenchContext(quick=args.quick, out=out, cache_dir=args.cache_dir, reps=args.reps)
+    ctx = BenchContext(quick=args.quick, out=out, cache_dir=args.cache_dir, reps=args.reps, device=args.device)
     started = time.perf_counter()
     machine = describe_machine()
     log(f"{'quick' if args.quick else 'full'} run: {', '.join(names)}; cache {ctx.cache_dir}; output {out}")
     results: list[ScenarioResult] = []
+    model_ready = None
+
+    def describe(finished: bool) -> dict:
+        backend = ctx.vectorizer.backend if model_ready is not None else None
+        return {
+            "quick": args.quick,
+            "finished": finished,  # False: written after a scenario, the run went on (or was cut short)
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z",
+                                     time.localtime(time.time() - (time.perf_counter() - started))),
+            "duration_s": round(time.perf_counter() - started, 1),
+            "model_ready_s": None if model_ready is None else round(model_ready, 1),
+            "plan": _plan_json(ctx.plan),
+            "machine": {**machine, "load_average_at_end": load_average()},
+            "device": backend.device if backend else args.device,
+            "dtype": backend.dtype if backend else None,
+            "model": {"description": ctx.spec.description, "directory_name": ctx.spec.name, **ctx.model_info},
+            "scenarios_run": names,
+        }
+
     try:
         _ = ctx.vectorizer  # build (first run only) and load the model before any timing
         model_ready = time.perf_counter() - started
@@ -99,25 +128,19 @@ def run(args: argparse.Namespace) -> int:
             result.details["foreign_cpu_share_before"] = quiet
             log(f"{name} took {result.duration_s:.0f} s")
             results.append(result)
+            # Written after every scenario, so a run that is interrupted keeps the numbers of those that finished.
+            report.write_json(out / "bench.json", describe(finished=False), results)
             gc.collect()
     finally:
         ctx.cleanup()
-    description = {
-        "quick": args.quick,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() - (time.perf_counter() - started))),
-        "duration_s": round(time.perf_counter() - started, 1),
-        "model_ready_s": round(model_ready, 1),
-        "plan": _plan_json(ctx.plan),
-        "machine": {**machine, "load_average_at_end": load_average()},
-        "model": {"description": ctx.spec.description, "directory_name": ctx.spec.name, **ctx.model_info},
-        "scenarios_run": names,
-    }
+    description = describe(finished=True)
     text = report.table(description, results)
     print(text)
     report.write_json(out / "bench.json", description, results)
     (out / "bench.txt").write_text(text, encoding="utf-8")
+    where = (f"{', '.join(machine['gpus']) or args.device} ({description['dtype']}), " if is_gpu(args.device) else "")
     renderer = report.plot(out / "bench.png", results,
-                           f"bge-siglip bench ({'quick' if args.quick else 'full'}) - {machine['cpu_model']}, "
+                           f"bge-siglip bench ({'quick' if args.quick else 'full'}) - {where}{machine['cpu_model']}, "
                            f"{machine['usable_cpus']} CPUs, torch {machine['versions'].get('torch')}")
     if args.plot is not None:
         args.plot.parent.mkdir(parents=True, exist_ok=True)

@@ -4,4 +4,5 @@ import sys
 
 from . import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not in a spawned helper process (the server scenario's clients)
+    sys.exit(main())

@@ -184,12 +184,12 @@ class CpuMonitor:
     ``share()`` is 0.0 on a quiet machine and 1.0 if others used every core the whole time (None off Linux).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, own_pids: tuple[int, ...] = ()) -> None:
         self._cpus = os.cpu_count() or 1
+        self._own_pids = own_pids  # helper processes of ours (a load generator): their CPU time is ours too
         self._start = self._sample()
 
-    @staticmethod
-    def _sample() -> tuple[float, float, float] | None:
+    def _sample(self) -> tuple[float, float, float] | None:
         try:
             with open("/proc/stat", encoding="ascii") as handle:
                 fields = [int(x) for x in handle.readline().split()[1:]]
@@ -198,7 +198,8 @@ class CpuMonitor:
         tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         busy = (sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)) / tick  # all but idle and iowait
         own = os.times()
-        return time.perf_counter(), busy, own.user + own.system + own.children_user + own.children_system
+        helpers = sum(process_cpu_seconds(pid, tick) for pid in self._own_pids)
+        return time.perf_counter(), busy, own.user + own.system + own.children_user + own.children_system + helpers
 
     def share(self) -> float | None:
         end = self._sample()
@@ -209,6 +210,16 @@ class CpuMonitor:
             return None
         foreign = (end[1] - self._start[1]) - (end[2] - self._start[2])
         return min(1.0, max(0.0, foreign / (wall * self._cpus)))
+
+
+def process_cpu_seconds(pid: int, tick: int = 100) -> float:
+    """User + system CPU seconds of a live process (0.0 if it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()  # after "pid (comm)"; comm may contain spaces
+        return (int(fields[11]) + int(fields[12])) / tick  # utime, stime: fields 14 and 15 of proc(5)
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def wait_for_quiet(max_wait_s: float = 120.0, threshold: float = 0.25) -> float | None:

@@ -38,6 +38,8 @@ def table(report: dict[str, Any], results: list[ScenarioResult]) -> str:
         f"{machine['usable_cpus']} CPUs, torch {machine['versions'].get('torch')} "
         f"({machine['torch_threads']} threads), {report['duration_s'] / 60:.1f} min",
         f"model: {report['model'].get('description', '?')}",
+        f"towers run on: {report.get('device', 'cpu')} ({report.get('dtype', 'float32')})"
+        + (f", {', '.join(machine['gpus'])}" if machine.get("gpus") and report.get("device", "cpu") != "cpu" else ""),
         "other load: share of the machine's CPU used by other processes during a run (max over the runs); runs with "
         "more than 25% are repeated once and left out of the median while a quieter run exists",
         "",

@@ -52,7 +52,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
         return out
 
     chroma = chromadb.PersistentClient(path=str(ctx.workdir("chroma")))
-    function = BGESigLIPEmbeddingFunction(model=str(ctx.model_dir), device="cpu", batch_size=batch)
+    function = BGESigLIPEmbeddingFunction(model=str(ctx.model_dir), device=ctx.device, batch_size=batch)
     if function.vectorizer is not vectorizer:  # one model in memory, and the same weights as the pure forward
         raise RuntimeError("the Chroma adapter did not get the shared Vectorizer")
     qdrant = BGESigLIPQdrant(QdrantClient(path=str(ctx.workdir("qdrant"))), vectorizer=vectorizer, batch_size=batch)

@@ -31,11 +31,12 @@ def run(ctx: BenchContext) -> ScenarioResult:
                                                                                    show_progress=False))
             for b in batch_sizes
         }
-        warm = {name: (lambda: vectorizer.encode_images(arrays[:1], batch_size=1, show_progress=False))
-                for name in contenders}
+        # Each batch size warms up with one batch of its own shape.
+        warm = {name: (lambda b=b: vectorizer.encode_images(arrays[:b], batch_size=b, show_progress=False))
+                for name, b in zip(contenders, batch_sizes)}
         log(f"{NAME}: {patches} patches ({grid.num_patches} used), {n} images, batch sizes {list(batch_sizes)}, "
             f"{reps} round(s)")
-        runs, _ = interleaved(contenders, reps, 1, warm)
+        runs, _ = interleaved(contenders, reps, 1, None if ctx.full_warmup else warm)
         points = []
         for run, b in zip(runs.values(), batch_sizes):
             m = result.add(measured(run, n, "img/s"))
