@@ -89,6 +89,11 @@ class BenchContext:
         before cost kernel selection, which would otherwise land in the first timed round."""
         return is_gpu(self.device)
 
+    def warmups(self, small: dict[str, Any]) -> dict[str, Any] | None:
+        """What a scenario passes to ``interleaved`` as its warm-ups: ``small`` (cheap inputs) on a CPU, or None
+        (each contender's whole workload) where :attr:`full_warmup` holds."""
+        return None if self.full_warmup else small
+
     @property
     def images_dir(self) -> Path:
         return self.cache_dir / ("images-quick-v1" if self.quick else "images-v1")

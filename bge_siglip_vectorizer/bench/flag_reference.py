@@ -70,7 +70,8 @@ class FlagDenseReimplementation:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)  # time the trial itself, not just its kernel launches
             self.trial_seconds.append(time.perf_counter() - started)
-            vectors = [forward(ordered[s : s + batch_size]).float().cpu().numpy() for s in range(0, len(ordered), batch_size)]
+            vectors = [forward(ordered[s : s + batch_size]).float().cpu().numpy()
+                       for s in range(0, len(ordered), batch_size)]
         return np.concatenate(vectors)[np.argsort(order)]
 
 
@@ -82,7 +83,9 @@ class RealFlagModel:
     def __init__(self, model_dir: str, device: str = "cpu") -> None:
         from FlagEmbedding import BGEM3FlagModel
 
-        self.model = BGEM3FlagModel(model_dir, use_fp16=not device.startswith("cpu"), devices=device)
+        from .context import is_gpu
+
+        self.model = BGEM3FlagModel(model_dir, use_fp16=is_gpu(device), devices=device)
         self.trial_seconds: list[float] = []  # not separable from the real implementation
 
     def encode(self, sentences: list[str], batch_size: int = 256, max_length: int = 8192) -> np.ndarray:

@@ -40,7 +40,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
     warmups = {name: (lambda: vectorizer.encode_images(warm, batch_size=1, show_progress=False))
                for name in contenders}
     log(f"{NAME}: {n} images x 2 patterns x {plan.per_item_reps} rounds")
-    runs, last = interleaved(contenders, plan.per_item_reps, plan.warmup, None if ctx.full_warmup else warmups)
+    runs, last = interleaved(contenders, plan.per_item_reps, plan.warmup, ctx.warmups(warmups))
     names = list(contenders)
     timings = [result.add(measured(runs[name], n, "img/s")) for name in names]
     result.compare("batched / per-item", timings[1], timings[0], None)

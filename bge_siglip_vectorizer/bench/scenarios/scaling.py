@@ -36,7 +36,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
                 for name, b in zip(contenders, batch_sizes)}
         log(f"{NAME}: {patches} patches ({grid.num_patches} used), {n} images, batch sizes {list(batch_sizes)}, "
             f"{reps} round(s)")
-        runs, _ = interleaved(contenders, reps, 1, None if ctx.full_warmup else warm)
+        runs, _ = interleaved(contenders, reps, 1, ctx.warmups(warm))
         points = []
         for run, b in zip(runs.values(), batch_sizes):
             m = result.add(measured(run, n, "img/s"))

@@ -44,7 +44,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
     warmups = {"ours: Vectorizer.encode_texts": lambda: vectorizer.encode_texts(short, show_progress=False),
                flag.label: lambda: flag.encode(short, batch_size=batch)}
     log(f"{NAME}: {len(texts)} texts ({sum(tokens)} tokens), {plan.reps} rounds; baseline: {flag.label}")
-    runs, last = interleaved(contenders, plan.reps, plan.warmup, None if ctx.full_warmup else warmups)
+    runs, last = interleaved(contenders, plan.reps, plan.warmup, ctx.warmups(warmups))
     names = list(contenders)
     timings = [result.add(measured(runs[name], len(texts), "texts/s")) for name in names]
     result.compare("ours / FlagEmbedding dense", timings[0], timings[1], TARGET)
