@@ -147,14 +147,17 @@ class BGESigLIPEmbeddingFunction(EmbeddingFunction[Embeddable]):
     @staticmethod
     def build_from_config(config: Dict[str, Any]) -> "BGESigLIPEmbeddingFunction":
         BGESigLIPEmbeddingFunction.validate_config(config)
+        if not config.get("fingerprint"):
+            # Every config this adapter stores names its model's fingerprint; without one nothing could be checked.
+            raise ValueError(f"{NAME} config has no model fingerprint; it was not written by bge-siglip-chroma")
         function = BGESigLIPEmbeddingFunction(
             model=config["model"],
             device=config.get("device"),
             batch_size=config.get("batch_size", 32),
             max_num_patches=config.get("max_num_patches"),
         )
-        stored = config.get("fingerprint")
-        if stored is not None and stored != function.fingerprint:
+        stored = config["fingerprint"]
+        if stored != function.fingerprint:
             # E.g. the directory was retrained in place: its vectors would silently not match the stored ones.
             raise ValueError(
                 f"the model at {config['model']!r} is not the one this collection was embedded with (fingerprint "
@@ -179,7 +182,7 @@ class BGESigLIPEmbeddingFunction(EmbeddingFunction[Embeddable]):
             raise ValueError(f"{NAME} config 'device' must be a string or null, got {device!r}")
         fingerprint = config.get("fingerprint")
         if fingerprint is not None and not isinstance(fingerprint, str):
-            raise ValueError(f"{NAME} config 'fingerprint' must be a string or null, got {fingerprint!r}")
+            raise ValueError(f"{NAME} config 'fingerprint' must be a string, got {fingerprint!r}")
         for key in ("batch_size", "max_num_patches"):
             value = config.get(key)
             if value is None:
@@ -191,12 +194,7 @@ class BGESigLIPEmbeddingFunction(EmbeddingFunction[Embeddable]):
         """Device, batch size, patch budget and the model's location may change; the model itself may not (stored
         vectors would no longer match). Models are compared by fingerprint, so a moved directory is accepted and
         a different model at the same path is refused."""
-        old, new = old_config.get("fingerprint"), new_config.get("fingerprint")
-        if old is not None and new is not None:
-            changed = old != new
-        else:  # a config written before fingerprints existed: compare locations
-            changed = "model" in new_config and new_config["model"] != old_config.get("model")
-        if changed:
+        if new_config.get("fingerprint") != old_config.get("fingerprint"):
             raise ValueError(
                 f"cannot change the model of a {NAME} collection from {old_config.get('model')!r} to "
                 f"{new_config.get('model')!r}: its stored vectors would no longer match; re-embed into a new collection"

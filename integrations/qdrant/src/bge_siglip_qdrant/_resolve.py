@@ -29,7 +29,8 @@ INFERENCE_TYPES: tuple[type, ...] = tuple(t for t in (DOCUMENT, IMAGE, INFERENCE
 # User data: never searched (a payload may hold anything, and walking large payloads would only cost time).
 _SKIPPED_FIELDS = frozenset({"payload", "payloads"})
 
-Path_ = tuple  # of int (list index) and str (".field" or "['key']") fragments
+#: Where an object sits in the call's arguments: int (list index) and str (".field" or "['key']") fragments.
+FieldPath = tuple[Any, ...]
 
 
 def _fields(model: BaseModel) -> Collection[str]:
@@ -44,7 +45,7 @@ def _copy(model: BaseModel, updates: dict[str, Any]) -> BaseModel:
     return model.copy(update=updates)  # pydantic v1
 
 
-def format_path(path: Path_) -> str:
+def format_path(path: FieldPath) -> str:
     return "".join(f"[{part}]" if isinstance(part, int) else part for part in path)
 
 
@@ -65,9 +66,6 @@ class Resolution:
     def __len__(self) -> int:
         return len(self.items)
 
-    def is_ours(self, obj: Any) -> bool:
-        return isinstance(obj, INFERENCE_TYPES) and obj.model in self.names
-
     def rewrite(self, obj: Any, root: str, indexed: bool = True) -> Any:
         """``obj`` with each of our objects replaced by a placeholder (filled by :meth:`run`).
 
@@ -77,7 +75,7 @@ class Resolution:
         owner = (lambda path: next((p for p in path if isinstance(p, int)), None)) if indexed else (lambda path: None)
         return self._walk(obj, (root,), owner)
 
-    def _walk(self, obj: Any, path: Path_, owner: Callable[[Path_], int | None]) -> Any:
+    def _walk(self, obj: Any, path: FieldPath, owner: Callable[[FieldPath], int | None]) -> Any:
         if isinstance(obj, INFERENCE_TYPES):
             return self._take(obj, path, owner(path)) if obj.model in self.names else obj
         if isinstance(obj, BaseModel):
@@ -102,7 +100,7 @@ class Resolution:
             return obj if all(new_dict[k] is obj[k] for k in obj) else new_dict
         return obj  # numpy arrays, ids, strings, enums, None: never contain inference objects
 
-    def _take(self, obj: Any, path: Path_, owner: int | None) -> list[float]:
+    def _take(self, obj: Any, path: FieldPath, owner: int | None) -> list[float]:
         where = format_path(path)
         if INFERENCE_OBJECT is not None and isinstance(obj, INFERENCE_OBJECT):
             # An InferenceObject does not say whether it holds a text or an image; guessing would be a silent bug.
