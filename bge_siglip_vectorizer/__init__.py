@@ -1,13 +1,14 @@
 """BGE-SigLIP: a SigLIP-2 NaFlex vision tower projected into BGE-M3's multilingual text space.
 
-``Vectorizer`` is the one way to get vectors; the database adapters in ``integrations/`` all call it.
+``Vectorizer`` is the one way to get vectors; the database adapters in ``integrations/`` all call it, and import
+only what this module exports (plus :mod:`.testing` in their tests).
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .errors import (  # noqa: E402
     BGESigLIPError,
     DataError,
+    ExportError,
     ImageFetchError,
     ImageTooLargeError,
     InvalidImageError,
@@ -15,18 +16,35 @@ from .errors import (  # noqa: E402
     InvalidTextError,
     MissingProjectorError,
     ModelLoadError,
+    OptionalDependencyError,
     UnsupportedImageTypeError,
 )
-from .vectorizer import MODEL_NAME, EncodeStats, Vectorizer, shared_vectorizer  # noqa: E402
+from .cli import Command  # noqa: E402
+from .inputs import ImageLimits, list_image_files, load_base64_image, validate_text  # noqa: E402
+from .options import add_options, check_options, option, options_from_args  # noqa: E402
+from .preprocess import PatchedImage  # noqa: E402
+from .vectorizer import MODEL_NAME, EncodeStats, Vectorizer, VectorizerOptions, shared_vectorizer  # noqa: E402
 
 __all__ = [
     "__version__",
     "Vectorizer",
+    "VectorizerOptions",
     "MODEL_NAME",
     "EncodeStats",
     "shared_vectorizer",
+    "PatchedImage",
+    "ImageLimits",
+    "list_image_files",
+    "load_base64_image",
+    "validate_text",
+    "Command",
+    "option",
+    "check_options",
+    "add_options",
+    "options_from_args",
     "BGESigLIPError",
     "DataError",
+    "ExportError",
     "ImageFetchError",
     "ImageTooLargeError",
     "InvalidImageError",
@@ -34,5 +52,6 @@ __all__ = [
     "InvalidTextError",
     "MissingProjectorError",
     "ModelLoadError",
+    "OptionalDependencyError",
     "UnsupportedImageTypeError",
 ]

@@ -1,15 +1,67 @@
-"""The ``bge-siglip`` command. Each subcommand parses arguments and calls library functions; no logic of its own."""
+"""The ``bge-siglip`` command. Each subcommand parses arguments and calls library functions; no logic of its own.
+
+Other distributions add subcommands (``serve`` from bge-siglip-weaviate, ``demo`` and ``bench`` from
+bge-siglip-tools, ...) through the entry-point group ``bge_siglip.commands``: each entry point names a
+:class:`Command`. A user who installs only the core sees only the core's commands.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import warnings
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
-from . import __version__
+from ._version import __version__
 from .errors import BGESigLIPError
+from .options import add_options, options_from_args
+
+#: The entry-point group through which other distributions add subcommands.
+COMMAND_GROUP = "bge_siglip.commands"
+# Where the commands of this project's other distributions come from, for a helpful "not installed" message.
+_PROVIDED_BY = {
+    "serve": "bge-siglip-weaviate (pip install ./integrations/weaviate)",
+    "demo": "bge-siglip-tools (pip install ./tools)",
+    "bench": "bge-siglip-tools (pip install ./tools)",
+}
+
+
+@dataclass(frozen=True)
+class Command:
+    """A ``bge-siglip`` subcommand that another distribution provides.
+
+    Register it in that distribution's ``pyproject.toml``::
+
+        [project.entry-points."bge_siglip.commands"]
+        serve = "bge_siglip_weaviate.server:COMMAND"
+
+    ``add_arguments`` and the module holding the command must import only what parsing needs (``--help`` loads
+    every command); ``run`` imports the rest.
+    """
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], Any]
+    run: Callable[[argparse.Namespace], int]
+    description: str | None = None
+
+
+def plugin_commands() -> dict[str, Command]:
+    """The installed distributions' commands, by name (one that fails to load is skipped with a warning)."""
+    found: dict[str, Command] = {}
+    for entry in sorted(metadata.entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        try:
+            command = entry.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plug-in must not take the core's commands down
+            warnings.warn(f"bge-siglip: command {entry.name!r} ({entry.value}) failed to load: {exc}", stacklevel=2)
+            continue
+        if isinstance(command, Command):
+            found.setdefault(entry.name, command)
+    return found
 
 DESCRIPTION = """\
 BGE-SigLIP: search images with text in 100+ languages (and images with images).
@@ -29,24 +81,16 @@ Making a model (no projector weights are published):
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    from .vectorizer import VectorizerOptions
+
     parser.add_argument("--model", required=True, help="BGE-SigLIP model directory (or hub repo id)")
-    parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
-    parser.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: float32 on CPU)")
-    parser.add_argument(
-        "--max-num-patches", type=int, default=None, help="image detail budget in 16px patches (default: saved, 256)"
-    )
-    parser.add_argument(
-        "--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
-        help="inference backend (onnx needs `bge-siglip export-onnx` first)",
-    )
+    add_options(parser, VectorizerOptions)
 
 
 def _load(args: argparse.Namespace):
-    from .vectorizer import Vectorizer
+    from .vectorizer import Vectorizer, VectorizerOptions
 
-    return Vectorizer.from_pretrained(
-        args.model, device=args.device, dtype=args.dtype, max_num_patches=args.max_num_patches, backend=args.backend
-    )
+    return Vectorizer.from_pretrained(args.model, **dataclasses.asdict(options_from_args(VectorizerOptions, args)))
 
 
 # ---------------------------------------------------------------------------------------------------------- encode
@@ -124,7 +168,7 @@ def _make_tiny_parser(sub) -> None:
 
 
 def _make_tiny(args: argparse.Namespace) -> int:
-    from .testing.tiny import make_tiny_model
+    from .testing import make_tiny_model
 
     path = make_tiny_model(args.directory, seed=args.seed, dim=args.dim)
     print(f"wrote tiny model to {path}")
@@ -153,7 +197,7 @@ def _convert_parser(sub) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from .loading import convert_research_checkpoint
+    from .convert import convert_research_checkpoint
 
     out = convert_research_checkpoint(
         args.checkpoint,
@@ -182,7 +226,7 @@ def _export_onnx_parser(sub) -> None:
 
 
 def _export_onnx(args: argparse.Namespace) -> int:
-    from .onnx_export import export_onnx
+    from .export import export_onnx
 
     out = export_onnx(args.model, args.out, int8=args.int8, opset=args.opset)
     print(f"wrote {out / 'onnx'} (load with backend='onnx'{' or onnx-int8' if args.int8 else ''})")
@@ -217,7 +261,6 @@ def _make_shapes(args: argparse.Namespace) -> int:
 def _train_parser(sub) -> None:
     from .training.trainer import TrainConfig
 
-    defaults = TrainConfig(train_data="", out="")
     p = sub.add_parser(
         "train",
         help="align a vision tower to a frozen text tower on your image-caption data",
@@ -227,49 +270,14 @@ def _train_parser(sub) -> None:
         "once by the frozen text tower and cached. Start from --model DIR, or from --vision/--text towers with a "
         "new projector. The output directory is a model directory (load it with Vectorizer.from_pretrained).",
     )
-    p.add_argument("data", help="training data: .jsonl, .csv/.tsv, or a folder with sidecar .txt captions")
-    p.add_argument("--out", required=True, help="output model directory (checkpoints go inside it)")
-    p.add_argument("--val", dest="val_data", help="validation data (default: hold out --val-fraction of data)")
-    p.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
-    p.add_argument("--model", help="a BGE-SigLIP directory to continue from")
-    p.add_argument("--vision", default=defaults.vision, help="vision tower when starting fresh (hub id or dir)")
-    p.add_argument("--text", default=defaults.text, help="frozen text tower when starting fresh (hub id or dir)")
-    p.add_argument("--text-pooling", choices=["cls", "mean"], default=defaults.text_pooling)
-    p.add_argument("--epochs", type=int, default=defaults.epochs)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--lr", type=float, default=defaults.lr, help="learning rate of the projector and logit scale/bias")
-    p.add_argument("--vision-lr", type=float, default=defaults.vision_lr, help="learning rate of the unfrozen vision layers")
-    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    p.add_argument("--warmup-fraction", type=float, default=defaults.warmup_fraction)
-    p.add_argument("--trainable-vision-layers", type=int, default=defaults.trainable_vision_layers,
-                   help="unfreeze the last N vision layers (0: projector only; all: the whole tower)")
-    p.add_argument("--grad-clip", type=float, default=defaults.grad_clip)
-    p.add_argument("--loss", choices=["sigmoid", "research"], default="sigmoid",
-                   help="'research' reproduces the original script's broken loss, for comparison only")
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--eval-every", type=int, default=0, help="validate every N steps (default: every epoch)")
-    p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (default: only at the end)")
-    p.add_argument("--resume", help="a checkpoint directory, or 'latest'")
-    p.add_argument("--device", default=None)
-    p.add_argument("--max-num-patches", type=int, default=None)
-    p.add_argument("--cache-dir", default=None, help="caption-vector cache (default OUT/cache)")
-    p.add_argument("--no-progress", action="store_true")
+    add_options(p, TrainConfig, positional=("train_data",))
     p.set_defaults(func=_train)
 
 
 def _train(args: argparse.Namespace) -> int:
     from .training.trainer import TrainConfig, train
 
-    config = TrainConfig(
-        train_data=args.data, out=args.out, model=args.model, vision=args.vision, text=args.text,
-        text_pooling=args.text_pooling, val_data=args.val_data, val_fraction=args.val_fraction, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, vision_lr=args.vision_lr, weight_decay=args.weight_decay,
-        warmup_fraction=args.warmup_fraction, trainable_vision_layers=args.trainable_vision_layers,
-        grad_clip=args.grad_clip, loss=args.loss, seed=args.seed, eval_every=args.eval_every,
-        save_every=args.save_every, device=args.device, max_num_patches=args.max_num_patches,
-        cache_dir=args.cache_dir, resume=args.resume, show_progress=False if args.no_progress else None,
-    )
-    result = train(config)
+    result = train(options_from_args(TrainConfig, args))
     print(f"wrote model to {result.output_dir} after {result.steps} steps")
     if result.final is not None:
         print(result.final.table())
@@ -303,30 +311,6 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_parser(sub) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="offline end-to-end demo: build, train, index into Chroma and Qdrant, search in two languages",
-        description="Builds a small model (tiny SigLIP-2 vision tower + all-MiniLM-L6-v2 text tower, both local), "
-        "generates captioned images, trains, indexes the held-out images into embedded Chroma and Qdrant through "
-        "the adapters, and runs text queries in English and German and an image query. With --model DIR the "
-        "towers of that model are used instead.",
-    )
-    p.add_argument("--workdir", type=Path, default=Path("bge-siglip-demo"), help="where everything is written (replaced)")
-    p.add_argument("--model", default=None, help="use this model's towers instead of the small offline ones")
-    p.add_argument("--n", type=int, default=640, help="number of generated images")
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_demo)
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
-    run_demo(args.workdir, model=args.model, n_images=args.n, epochs=args.epochs, seed=args.seed)
-    return 0
-
-
 def _info_parser(sub) -> None:
     p = sub.add_parser("info", help="describe a model directory", description="Load a model and print its settings.")
     p.add_argument("model", help="model directory or hub repo id")
@@ -347,42 +331,14 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------------------------------------- serve
-def _serve_parser(sub) -> None:
-    # Listed here for `bge-siglip --help`; main() hands `serve ...` to the server package, which parses its own
-    # options (imported only when serving: it pulls in the web stack).
-    sub.add_parser(
-        "serve",
-        add_help=False,
-        help="run the Weaviate multi2vec-clip compatible inference server (bge-siglip serve --help)",
-    )
-
-
-def _bench_parser(sub) -> None:
-    # Listed for `bge-siglip --help`; main() hands `bench ...` to bge_siglip_vectorizer.bench, which parses its own.
-    sub.add_parser(
-        "bench",
-        add_help=False,
-        help="benchmarks: ours vs the reference paths, side by side, ratios (bge-siglip bench --help)",
-    )
-
-
-def _serve(argv: list[str]) -> int:
-    try:
-        from bge_siglip_weaviate.server import main as serve_main
-    except ImportError:
-        print("the server lives in the bge-siglip-weaviate package: pip install ./integrations/weaviate", file=sys.stderr)
-        return 2
-    return int(serve_main(argv, prog="bge-siglip serve") or 0)
-
-
 _PARSERS: list[Callable] = [
-    _demo_parser, _encode_parser, _make_tiny_parser, _make_shapes_parser, _train_parser, _eval_parser, _convert_parser,
-    _export_onnx_parser, _info_parser, _serve_parser, _bench_parser,
+    _encode_parser, _make_tiny_parser, _make_shapes_parser, _train_parser, _eval_parser, _convert_parser,
+    _export_onnx_parser, _info_parser,
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: dict[str, Command] | None = None) -> argparse.ArgumentParser:
+    """The whole command line: the core's subcommands, then those of the installed distributions."""
     parser = argparse.ArgumentParser(
         prog="bge-siglip", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -390,18 +346,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _PARSERS:
         add(sub)
+    for name, command in (plugin_commands() if commands is None else commands).items():
+        if name in sub.choices:
+            continue  # the core's own command wins
+        p = sub.add_parser(name, help=command.help, description=command.description or command.help,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        command.add_arguments(p)
+        p.set_defaults(func=command.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["serve"]:
-        return _serve(argv[1:])
-    if argv[:1] == ["bench"]:
-        from .bench import main as bench_main
-
-        return int(bench_main(argv[1:]) or 0)
     parser = build_parser()
+    if argv[:1] and not argv[0].startswith("-") and argv[0] in _PROVIDED_BY:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+        if argv[0] not in sub.choices:
+            print(f"bge-siglip: the {argv[0]!r} command comes with {_PROVIDED_BY[argv[0]]}", file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()
@@ -417,4 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the canonical module's main: plug-ins import Command from bge_siglip_vectorizer.cli, not from __main__.
+    from bge_siglip_vectorizer.cli import main as _main
+
+    sys.exit(_main())

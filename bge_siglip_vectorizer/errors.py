@@ -1,4 +1,22 @@
-"""Every exception the package raises.
+"""Every exception the package raises, and the one place where foreign exceptions become ours.
+
+::
+
+    BGESigLIPError
+    ├── InvalidInputError (ValueError)       an item of the caller's list; .index, .source
+    │   ├── InvalidImageError
+    │   │   ├── ImageTooLargeError
+    │   │   ├── ImageFetchError
+    │   │   └── UnsupportedImageTypeError (TypeError)
+    │   └── InvalidTextError
+    ├── ModelLoadError                       a model directory, checkpoint, tower or graph
+    │   └── MissingProjectorError
+    ├── OptionalDependencyError (ImportError) an extra is not installed; says which
+    ├── ExportError                          ONNX export or quantisation failed
+    └── DataError (ValueError)               a training/evaluation data file; names file and row
+
+Foreign exceptions (transformers, safetensors, onnxruntime, the hub, ...) cross into ours only through
+:func:`reraise_as`, so every message has the same shape: what we were doing, then the foreign type and text.
 
 Input errors carry the position of the offending item in the caller's list (``index``) and, when known, where it
 came from (``source``: a path or URL), so a message such as ``image #3 ('photos/x.jpg'): truncated image data`` tells
@@ -19,7 +37,15 @@ __all__ = [
     "ModelLoadError",
     "MissingProjectorError",
     "DataError",
+    "OptionalDependencyError",
+    "ExportError",
+    "reraise_as",
+    "require",
 ]
+
+import contextlib
+import importlib
+from typing import Iterator
 
 
 class BGESigLIPError(Exception):
@@ -82,6 +108,14 @@ class MissingProjectorError(ModelLoadError):
     """The model has no trained projector weights; random weights are never used silently."""
 
 
+class OptionalDependencyError(BGESigLIPError, ImportError):
+    """A feature needs a package that is not installed; the message names the pip extra that adds it."""
+
+
+class ExportError(BGESigLIPError):
+    """Exporting or quantising a model failed."""
+
+
 class DataError(BGESigLIPError, ValueError):
     """A training/evaluation data file is missing or has a bad row (the message names the file and row)."""
 
@@ -89,3 +123,28 @@ class DataError(BGESigLIPError, ValueError):
 def _shorten(text: str, limit: int = 120) -> str:
     # base64 payloads and data URIs can be megabytes long; a message needs only their start.
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def reraise_as(error: type[BGESigLIPError], doing: str) -> Iterator[None]:
+    """Turn any foreign exception raised inside the block into ``error("<doing>: <Type>: <text>")``.
+
+    Our own errors pass through unchanged; the foreign traceback is dropped (``from None``): the message says what
+    failed, and a transformers stack trace buries that.
+    """
+    try:
+        yield
+    except BGESigLIPError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - this is the boundary: whatever they raise becomes ours
+        raise error(f"{doing}: {type(exc).__name__}: {exc}") from None
+
+
+def require(module: str, feature: str, extra: str):
+    """``import module``, or :class:`OptionalDependencyError` saying which pip extra provides it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise OptionalDependencyError(
+            f"{feature} needs {module.split('.')[0]} ({exc}): pip install 'bge-siglip-vectorizer[{extra}]'"
+        ) from None

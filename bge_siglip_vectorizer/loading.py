@@ -1,4 +1,4 @@
-"""The on-disk format, tower resolution (local dir or hub id), and research-checkpoint conversion.
+"""The on-disk format, tower resolution (local dir or hub id), assembly of the modules, and the model fingerprint.
 
 A BGE-SigLIP directory::
 
@@ -9,25 +9,25 @@ A BGE-SigLIP directory::
 
 ``vision_tower`` / ``text_tower`` in the config are either sub-directories of the model directory or references
 to elsewhere (an absolute path or a hub id such as ``BAAI/bge-m3``), so a directory can hold just a trained
-projector composed with the public towers.
+projector composed with the public towers. Converting the research checkpoint lives in :mod:`.convert`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
-import math
 import os
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import MissingProjectorError, ModelLoadError
+from .errors import MissingProjectorError, ModelLoadError, reraise_as
 from .model import TEXT_POOLINGS, ImageEncoder, TextEncoder
 from .preprocess import NaFlexConfig
 
@@ -53,7 +53,7 @@ class ModelConfig:
     dim: int | None = None
     text_pooling: str = "cls"
     text_max_length: int | None = None
-    preprocessing: dict[str, Any] = field(default_factory=lambda: NaFlexConfig().to_dict())
+    preprocessing: NaFlexConfig = field(default_factory=NaFlexConfig)
     format: str = "bge-siglip"
     format_version: int = FORMAT_VERSION
 
@@ -72,23 +72,37 @@ class ModelConfig:
                 f"up to {FORMAT_VERSION}. Upgrade the package."
             )
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["preprocessing"] = NaFlexConfig.from_dict(known.get("preprocessing") or {})
         return cls(**known)
 
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["preprocessing"] = self.preprocessing.to_dict()
+        return data
+
     def write(self, directory: Path) -> None:
-        (directory / CONFIG_NAME).write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n")
+        (directory / CONFIG_NAME).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
 
 @dataclass
 class Components:
-    """Everything a Vectorizer runs: both encoders, the tokenizer and the settings they were saved with."""
+    """Everything a Vectorizer runs: both encoders, the tokenizer and the settings they were saved with.
+
+    ``has_weights=False``: the towers were built from their configs without reading their weights (for a backend
+    that runs exported graphs); their configs, the projector and the tokenizer are real.
+    """
 
     image_encoder: ImageEncoder
     text_encoder: TextEncoder
     tokenizer: Any
     config: ModelConfig
-    preprocessing: NaFlexConfig
     text_max_length: int
     source: str | None = None  # where it was loaded from, for describe()
+    has_weights: bool = True
+
+    @property
+    def preprocessing(self) -> NaFlexConfig:
+        return self.config.preprocessing
 
 
 def is_model_dir(path: str | os.PathLike) -> bool:
@@ -112,14 +126,10 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
     text = str(name_or_path)
     if text.count("/") != 1 or text.startswith((".", "/", "~")):
         raise ModelLoadError(f"no such model directory: {text}")
-    try:
-        from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download
 
+    with reraise_as(ModelLoadError, f"{text!r} is neither a local directory nor a downloadable hub repo"):
         return Path(snapshot_download(text))
-    except Exception as exc:  # noqa: BLE001 - any hub failure becomes one clear error
-        raise ModelLoadError(
-            f"{text!r} is neither a local directory nor a downloadable hub repo ({type(exc).__name__}: {exc})"
-        ) from None
 
 
 @contextlib.contextmanager
@@ -148,29 +158,30 @@ def _tower_location(reference: str, root: Path | None) -> str:
     return str(local) if local.is_dir() else reference
 
 
-def load_vision_tower(reference: str, root: Path | None = None) -> torch.nn.Module:
-    from transformers import Siglip2VisionModel
+def load_vision_tower(reference: str, root: Path | None = None, weights: bool = True) -> torch.nn.Module:
+    """The SigLIP-2 vision tower; with ``weights=False`` built from its config alone, on the meta device."""
+    from transformers import AutoConfig, Siglip2VisionModel
 
     location = _tower_location(reference, root)
-    try:
-        with quiet_transformers():
-            model = Siglip2VisionModel.from_pretrained(location, dtype=torch.float32)
-    except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(f"cannot load the vision tower {reference!r}: {type(exc).__name__}: {exc}") from None
-    return model.eval()
+    with reraise_as(ModelLoadError, f"cannot load the vision tower {reference!r}"), quiet_transformers():
+        if weights:
+            return Siglip2VisionModel.from_pretrained(location, dtype=torch.float32).eval()
+        config = AutoConfig.from_pretrained(location)
+        with torch.device("meta"):
+            return Siglip2VisionModel(getattr(config, "vision_config", config)).eval()
 
 
-def load_text_tower(reference: str, root: Path | None = None) -> tuple[torch.nn.Module, Any]:
-    from transformers import AutoModel, AutoTokenizer
+def load_text_tower(reference: str, root: Path | None = None, weights: bool = True) -> tuple[torch.nn.Module, Any]:
+    """The text encoder and its tokenizer; with ``weights=False`` the encoder is built from its config alone."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     location = _tower_location(reference, root)
-    try:
-        with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(location)
-            model = AutoModel.from_pretrained(location, dtype=torch.float32)
-    except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(f"cannot load the text tower {reference!r}: {type(exc).__name__}: {exc}") from None
-    return model.eval(), tokenizer
+    with reraise_as(ModelLoadError, f"cannot load the text tower {reference!r}"), quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(location)
+        if weights:
+            return AutoModel.from_pretrained(location, dtype=torch.float32).eval(), tokenizer
+        with torch.device("meta"):
+            return AutoModel.from_config(AutoConfig.from_pretrained(location)).eval(), tokenizer
 
 
 def text_max_length_of(model: torch.nn.Module, tokenizer: Any) -> int:
@@ -197,23 +208,28 @@ def projector_path(directory: Path, config: ModelConfig) -> Path:
 
 
 def read_projector(path: Path) -> dict[str, torch.Tensor]:
-    try:
+    with reraise_as(ModelLoadError, f"cannot read projector weights {path}"):
         return load_file(str(path))
-    except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(f"cannot read projector weights {path}: {type(exc).__name__}: {exc}") from None
 
 
-def load_components(name_or_path: str | os.PathLike, max_num_patches: int | None = None) -> Components:
-    """Load a BGE-SigLIP directory (or hub repo) into modules, validating every part."""
+def load_components(
+    name_or_path: str | os.PathLike, max_num_patches: int | None = None, weights: bool = True
+) -> Components:
+    """Load a BGE-SigLIP directory (or hub repo) into modules, validating every part.
+
+    ``weights=False`` skips reading the towers' weights (a backend that runs exported graphs needs only their
+    configs, the projector and the tokenizer)."""
     directory = resolve_model_dir(name_or_path)
     config = ModelConfig.read(directory)
     if config.text_pooling not in TEXT_POOLINGS:
         raise ModelLoadError(f"text_pooling must be one of {TEXT_POOLINGS}, got {config.text_pooling!r}")
     # Read the projector before loading gigabytes of towers: a missing one is the likeliest mistake.
     projector = read_projector(projector_path(directory, config))
-    vision = load_vision_tower(config.vision_tower, directory)
-    text_model, tokenizer = load_text_tower(config.text_tower, directory)
-    return build_components(vision, text_model, tokenizer, config, projector, directory, max_num_patches)
+    vision = load_vision_tower(config.vision_tower, directory, weights=weights)
+    text_model, tokenizer = load_text_tower(config.text_tower, directory, weights=weights)
+    components = build_components(vision, text_model, tokenizer, config, projector, directory, max_num_patches)
+    components.has_weights = weights
+    return components
 
 
 def build_components(
@@ -230,31 +246,30 @@ def build_components(
     text_dim = int(text_model.config.hidden_size)
     if config.dim is not None and int(config.dim) != text_dim:
         raise ModelLoadError(f"config dim {config.dim} does not match the text tower's hidden size {text_dim}")
-    image_encoder = ImageEncoder(vision, text_dim)
-    try:
-        if projector_state is not None:
+    # Built on the real device even when the towers are on "meta": the projector's trained weights load into it.
+    with torch.device("cpu"):
+        image_encoder = ImageEncoder(vision, text_dim)
+    if projector_state is not None:
+        fit = f"projector weights do not fit the towers (vision hidden {vision.config.hidden_size}, text dim {text_dim})"
+        with reraise_as(ModelLoadError, fit):
             image_encoder.load_projector_state(projector_state)
-    except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(
-            f"projector weights do not fit the towers (vision hidden {vision.config.hidden_size}, text dim {text_dim}): {exc}"
-        ) from None
-    preprocessing = dict(config.preprocessing)
     if max_num_patches is not None:
-        preprocessing["max_num_patches"] = int(max_num_patches)
-    naflex = NaFlexConfig.from_dict(preprocessing)
+        config = dataclasses.replace(
+            config, preprocessing=dataclasses.replace(config.preprocessing, max_num_patches=int(max_num_patches))
+        )
+    naflex = config.preprocessing
     vision_patch = vision.config.patch_size
     if naflex.patch_size != vision_patch:
         raise ModelLoadError(f"preprocessing patch_size {naflex.patch_size} != vision tower patch_size {vision_patch}")
     max_len = text_max_length_of(text_model, tokenizer)
     if config.text_max_length:
         max_len = min(max_len, int(config.text_max_length))
-    config.dim = text_dim
+    config = dataclasses.replace(config, dim=text_dim)
     return Components(
         image_encoder=image_encoder.eval(),
         text_encoder=TextEncoder(text_model, config.text_pooling).eval(),
         tokenizer=tokenizer,
         config=config,
-        preprocessing=naflex,
         text_max_length=max_len,
         source=str(directory) if directory is not None else None,
     )
@@ -291,23 +306,19 @@ def save_components(
 ) -> Path:
     """Write a self-describing directory. With ``copy_towers=False`` tower references are kept as they are;
     ``copy_text`` overrides it for the (frozen, often large) text tower alone."""
-    if any(p.is_meta for p in components.image_encoder.vision.parameters()):
-        raise ModelLoadError(
-            "this model runs as ONNX graphs and holds no torch weights; save from Vectorizer.from_pretrained(..., "
-            "backend='torch')"
+    if not components.has_weights:
+        raise ValueError(
+            "this model was loaded without its towers' torch weights (backend='onnx'); save from "
+            "Vectorizer.from_pretrained(..., backend='torch')"
         )
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    config = ModelConfig(**asdict(components.config))
-    config.preprocessing = {**components.preprocessing.to_dict()}
-    config.text_max_length = components.text_max_length
+    config = dataclasses.replace(components.config, text_max_length=components.text_max_length)
     copy_text = copy_towers if copy_text is None else copy_text
     with quiet_transformers():
         if copy_towers:
             components.image_encoder.vision.save_pretrained(out / "vision")
-            (out / "vision" / "preprocessor_config.json").write_text(
-                json.dumps(_processor_config(components.preprocessing), indent=2) + "\n"
-            )
+            write_processor_config(out / "vision", components.preprocessing)
             config.vision_tower = "vision"
         else:
             config.vision_tower = _absolute_reference(config.vision_tower, components.source)
@@ -332,147 +343,6 @@ def _absolute_reference(reference: str, source: str | None) -> str:
     return str(local.resolve()) if local.is_dir() else reference
 
 
-def _processor_config(naflex: NaFlexConfig) -> dict[str, Any]:
-    # Lets transformers' own AutoImageProcessor reproduce our preprocessing from the vision folder.
-    return {
-        "image_processor_type": "Siglip2ImageProcessor",
-        "do_convert_rgb": True,
-        "do_resize": True,
-        "do_rescale": True,
-        "do_normalize": True,
-        "image_mean": list(naflex.image_mean),
-        "image_std": list(naflex.image_std),
-        "rescale_factor": naflex.rescale_factor,
-        "resample": 2 if naflex.resample == "bilinear" else 3,
-        "patch_size": naflex.patch_size,
-        "max_num_patches": naflex.max_num_patches,
-    }
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Research checkpoint conversion
-# ----------------------------------------------------------------------------------------------------------------
-
-# num_attention_heads cannot be read off weight shapes; these are the published SigLIP / SigLIP-2 towers.
-_KNOWN_HEADS = {768: 12, 1024: 16, 1152: 16, 1536: 16}
-
-
-def read_research_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load ``model_checkpoint.pt`` (a state dict, possibly wrapped in {"model_state_dict": ...})."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"checkpoint {path} not found")
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
-    for key in ("model_state_dict", "state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not any(str(k).startswith("projector.") for k in state):
-        raise ModelLoadError(f"{path} is not a BGE-SigLIP research checkpoint (no projector.* keys)")
-    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
-
-
-def vision_state_from_research(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``vision_model.*`` keys in Siglip2VisionModel naming, whichever wrapper the research code used."""
-    vision = {k[len("vision_model."):]: v for k, v in state.items() if k.startswith("vision_model.")}
-    # A transformers-4 Siglip2VisionModel wrapped its transformer in `.vision_model`; transformers 5 does not.
-    while vision and all(k.startswith("vision_model.") for k in vision):
-        vision = {k[len("vision_model."):]: v for k, v in vision.items()}
-    if not vision:
-        raise ModelLoadError("checkpoint has no vision_model.* weights")
-    return vision
-
-
-def infer_vision_config(vision_state: dict[str, torch.Tensor]):
-    """A Siglip2VisionConfig read off weight shapes (heads from the published tower sizes)."""
-    from transformers import Siglip2VisionConfig
-
-    try:
-        hidden, patch_in = vision_state["embeddings.patch_embedding.weight"].shape
-        num_patches = vision_state["embeddings.position_embedding.weight"].shape[0]
-        intermediate = vision_state["encoder.layers.0.mlp.fc1.weight"].shape[0]
-    except KeyError as exc:
-        raise ModelLoadError(f"checkpoint vision weights lack {exc}; pass the vision config explicitly") from None
-    layers = 1 + max(int(k.split(".")[2]) for k in vision_state if k.startswith("encoder.layers."))
-    if hidden not in _KNOWN_HEADS:
-        raise ModelLoadError(
-            f"cannot infer the number of attention heads for hidden size {hidden}; pass --vision-config "
-            "(a hub id or directory with the tower's config.json)"
-        )
-    patch = int(round(math.sqrt(patch_in / 3)))
-    return Siglip2VisionConfig(
-        hidden_size=hidden,
-        intermediate_size=intermediate,
-        num_hidden_layers=layers,
-        num_attention_heads=_KNOWN_HEADS[hidden],
-        patch_size=patch,
-        num_patches=num_patches,
-        vision_use_head="head.probe" in vision_state,
-    )
-
-
-def load_vision_config(reference: str):
-    from transformers import AutoConfig, Siglip2VisionConfig
-
-    try:
-        config = AutoConfig.from_pretrained(_tower_location(reference, None))
-    except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(f"cannot load vision config {reference!r}: {type(exc).__name__}: {exc}") from None
-    config = getattr(config, "vision_config", config)
-    if not isinstance(config, Siglip2VisionConfig):
-        raise ModelLoadError(f"{reference!r} is not a SigLIP-2 (NaFlex) model config ({type(config).__name__})")
-    return config
-
-
-def convert_research_checkpoint(
-    checkpoint: str | os.PathLike,
-    out: str | os.PathLike,
-    text_tower: str = DEFAULT_TEXT_TOWER,
-    vision_config: str | None = None,
-    text_pooling: str = "cls",
-    max_num_patches: int = 256,
-) -> Path:
-    """Convert the research ``model_checkpoint.pt`` into a BGE-SigLIP directory.
-
-    The (possibly fine-tuned) vision tower and the projector are written into the directory; the frozen text tower
-    is referenced (hub id or path), as the checkpoint does not contain it.
-    """
-    from transformers import Siglip2VisionModel
-
-    state = read_research_checkpoint(checkpoint)
-    vision_state = vision_state_from_research(state)
-    config = load_vision_config(vision_config) if vision_config else infer_vision_config(vision_state)
-    vision = Siglip2VisionModel(config)
-    missing, unexpected = vision.load_state_dict(vision_state, strict=False)
-    if missing or unexpected:
-        raise ModelLoadError(
-            f"checkpoint vision weights do not fit the vision config: missing {sorted(missing)[:5]}, "
-            f"unexpected {sorted(unexpected)[:5]}"
-        )
-    projector = {k: v for k, v in state.items() if k.startswith("projector.") or k in ("logit_scale", "logit_bias")}
-    encoder = ImageEncoder(vision, int(projector["projector.2.weight"].shape[0]))
-    try:
-        encoder.load_projector_state(projector)
-    except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(f"checkpoint projector weights are malformed: {exc}") from None
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with quiet_transformers():
-        vision.save_pretrained(out / "vision")
-    naflex = NaFlexConfig(patch_size=config.patch_size, max_num_patches=max_num_patches)
-    (out / "vision" / "preprocessor_config.json").write_text(json.dumps(_processor_config(naflex), indent=2) + "\n")
-    save_file(
-        {k: v.detach().float().contiguous() for k, v in encoder.projector_state().items()},
-        str(out / PROJECTOR_NAME),
-        metadata={"format": "bge-siglip-projector"},
-    )
-    ModelConfig(
-        vision_tower="vision",
-        text_tower=_absolute_reference(text_tower, None) if Path(text_tower).expanduser().is_dir() else text_tower,
-        dim=encoder.projector[2].out_features,
-        text_pooling=text_pooling,
-        preprocessing=naflex.to_dict(),
-    ).write(out)
-    return out
+def write_processor_config(vision_dir: Path, naflex: NaFlexConfig) -> None:
+    """``preprocessor_config.json`` beside a saved vision tower (transformers' ``AutoImageProcessor`` reads it)."""
+    (vision_dir / "preprocessor_config.json").write_text(json.dumps(naflex.to_processor_config(), indent=2) + "\n")

@@ -12,7 +12,7 @@ arithmetic (float64 rescale, cast to float32, float32 normalise), so values are 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Sequence
 
 import numpy as np
@@ -52,22 +52,39 @@ class NaFlexConfig:
         return self.patch_size * self.patch_size * 3
 
     def to_dict(self) -> dict:
-        return {
-            "patch_size": self.patch_size,
-            "max_num_patches": self.max_num_patches,
-            "image_mean": list(self.image_mean),
-            "image_std": list(self.image_std),
-            "rescale_factor": self.rescale_factor,
-            "resample": self.resample,
-        }
+        """JSON-able settings (every init field), as saved in ``bge_siglip_config.json``."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in _init_fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "NaFlexConfig":
-        known = {k: data[k] for k in ("patch_size", "max_num_patches", "rescale_factor", "resample") if k in data}
-        for key in ("image_mean", "image_std"):
-            if key in data:
-                known[key] = tuple(float(v) for v in data[key])
+        """The inverse of :meth:`to_dict`; unknown keys (from newer releases) are ignored."""
+        known = {}
+        for f in _init_fields(cls):
+            if f.name in data:
+                value = data[f.name]
+                known[f.name] = tuple(float(v) for v in value) if isinstance(value, (list, tuple)) else value
         return cls(**known)
+
+    def to_processor_config(self) -> dict:
+        """The same settings as transformers' ``preprocessor_config.json``, so its ``AutoImageProcessor``
+        reproduces our preprocessing from a saved vision folder."""
+        return {
+            "image_processor_type": "Siglip2ImageProcessor",
+            "do_convert_rgb": True,
+            "do_resize": True,
+            "do_rescale": True,
+            "do_normalize": True,
+            "image_mean": list(self.image_mean),
+            "image_std": list(self.image_std),
+            "rescale_factor": self.rescale_factor,
+            "resample": int(_RESAMPLE[self.resample]),
+            "patch_size": self.patch_size,
+            "max_num_patches": self.max_num_patches,
+        }
+
+
+def _init_fields(config) -> list:
+    return [f for f in fields(config) if f.init]
 
 
 @dataclass(frozen=True)

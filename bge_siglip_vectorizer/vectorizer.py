@@ -10,6 +10,7 @@ the first bad one in input order raises a typed error naming its index, and no v
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import os
@@ -23,8 +24,8 @@ from typing import Any, Iterable, Literal, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import __version__
-from .backends import Backend, TorchBackend, resolve_device
+from ._version import __version__
+from .backends import BACKENDS, Backend, make_backend, needs_torch_weights
 from .errors import InvalidImageError, InvalidInputError
 from .inputs import DEFAULT_LIMITS, ImageInput, ImageLimits, load_image, validate_text
 from .loading import (
@@ -40,11 +41,43 @@ from .loading import (
     read_projector,
     save_components,
 )
+from .options import check_options, option
 from .preprocess import NaFlexConfig, PatchedImage, collate, patchify
 
 Kind = Literal["text", "image"]
 #: The model name adapters answer to by default (e.g. ``models.Image(..., model=MODEL_NAME)`` in Qdrant).
 MODEL_NAME = "bge-siglip"
+
+
+@dataclass(frozen=True, kw_only=True)
+class VectorizerOptions:
+    """How a model is loaded and run, and the limits on what it accepts: the keyword arguments of
+    :meth:`Vectorizer.from_pretrained`, the CLI's model options, and the adapters' and servers' options."""
+
+    device: str | None = option(None, help="torch device: cpu, cuda, cuda:1, mps (default: cuda if available)")
+    dtype: str | None = option(None, help="float32, float16 or bfloat16 (default: float16 on GPU, else float32)")
+    backend: str = option("torch", choices=BACKENDS,
+                          help="inference backend (onnx and onnx-int8 need `bge-siglip export-onnx` first)")
+    max_num_patches: int | None = option(None, min=1,
+                                         help="image detail budget in 16px patches: 64, 256, 1024 ... (default: "
+                                              "the saved value, 256)")
+    max_image_pixels: int | None = option(None, min=1,
+                                          help="refuse images with more pixels, checked before decoding "
+                                               f"(default {DEFAULT_LIMITS.max_pixels:,})")
+    allow_urls: bool = option(True, help="fetch http(s) image URLs")
+    url_timeout_s: float | None = option(None, above=0,
+                                         help=f"seconds per URL download (default {DEFAULT_LIMITS.url_timeout_s:g})")
+    num_workers: int | None = option(None, min=1, help="image decode threads (default: CPUs + 2, at most 8)")
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+    def limits(self) -> ImageLimits:
+        return ImageLimits(
+            max_pixels=self.max_image_pixels or DEFAULT_LIMITS.max_pixels,
+            url_timeout_s=self.url_timeout_s or DEFAULT_LIMITS.url_timeout_s,
+            allow_urls=self.allow_urls,
+        )
 
 
 @dataclass
@@ -62,32 +95,35 @@ class Vectorizer:
     in one shared space, so text finds images and images find images.
 
     Build one with :meth:`from_pretrained` (a saved directory or hub repo) or :meth:`from_towers` (the public
-    towers plus a projector file you trained).
+    towers plus a projector file you trained). ``Vectorizer(components, options)`` wraps loaded components;
+    ``backend`` may also be an already built :class:`~bge_siglip_vectorizer.backends.Backend`.
     """
 
     def __init__(
         self,
         components: Components,
+        options: VectorizerOptions | None = None,
         *,
-        device: str | None = None,
-        dtype: str | None = None,
-        backend: str | Backend = "torch",
-        max_image_pixels: int | None = None,
-        allow_urls: bool = True,
-        url_timeout_s: float | None = None,
-        num_workers: int | None = None,
+        backend: str | Backend | None = None,
+        **kwargs: Any,
     ) -> None:
+        if isinstance(backend, str):
+            kwargs["backend"] = backend
+        options = dataclasses.replace(options or VectorizerOptions(), **kwargs)
+        if options.max_num_patches is not None and options.max_num_patches != components.preprocessing.max_num_patches:
+            preprocessing = dataclasses.replace(components.preprocessing, max_num_patches=options.max_num_patches)
+            components = dataclasses.replace(
+                components, config=dataclasses.replace(components.config, preprocessing=preprocessing)
+            )
+        self.options = options
         self.components = components
         self.preprocessing: NaFlexConfig = components.preprocessing
         self.text_max_length: int = components.text_max_length
         self.tokenizer = components.tokenizer
-        self.limits = ImageLimits(
-            max_pixels=max_image_pixels or DEFAULT_LIMITS.max_pixels,
-            url_timeout_s=url_timeout_s or DEFAULT_LIMITS.url_timeout_s,
-            allow_urls=allow_urls,
-        )
-        self.backend: Backend = _make_backend(backend, components, device, dtype)
-        self.num_workers = num_workers or min(8, (os.cpu_count() or 2) + 2)
+        self.limits = options.limits()
+        chosen = backend if backend is not None and not isinstance(backend, str) else options.backend
+        self.backend: Backend = make_backend(chosen, components, options.device, options.dtype)
+        self.num_workers = options.num_workers or min(8, (os.cpu_count() or 2) + 2)
         self.stats = EncodeStats()
         self._stats_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -97,24 +133,19 @@ class Vectorizer:
 
     # ------------------------------------------------------------------------------------------------ loading
     @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | os.PathLike,
-        *,
-        device: str | None = None,
-        dtype: str | None = None,
-        max_num_patches: int | None = None,
-        backend: str = "torch",
-        **kwargs: Any,
-    ) -> "Vectorizer":
-        """Load a BGE-SigLIP directory (see :func:`bge_siglip_vectorizer.loading`) or hub repo.
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **options: Any) -> "Vectorizer":
+        """Load a BGE-SigLIP directory (see :mod:`bge_siglip_vectorizer.loading`) or hub repo.
 
-        ``max_num_patches`` (default: the saved value, 256) trades image detail for speed: 64, 256, 1024, ...
-        ``backend``: ``"torch"``, or ``"onnx"`` / ``"onnx-int8"`` for graphs written by ``bge-siglip export-onnx``.
-        Other keyword arguments: ``max_image_pixels``, ``allow_urls``, ``url_timeout_s``, ``num_workers``.
+        Keyword arguments are the fields of :class:`VectorizerOptions`: ``device``, ``dtype``, ``backend``
+        (``"torch"``, or ``"onnx"`` / ``"onnx-int8"`` for graphs written by ``bge-siglip export-onnx``),
+        ``max_num_patches`` (default: the saved value, 256; trades image detail for speed), ``max_image_pixels``,
+        ``allow_urls``, ``url_timeout_s``, ``num_workers``.
         """
-        components = load_components(name_or_path, max_num_patches=max_num_patches)
-        return cls(components, device=device, dtype=dtype, backend=backend, **kwargs)
+        settings = VectorizerOptions(**options)
+        components = load_components(
+            name_or_path, max_num_patches=settings.max_num_patches, weights=needs_torch_weights(settings.backend)
+        )
+        return cls(components, settings)
 
     @classmethod
     def from_towers(
@@ -124,18 +155,21 @@ class Vectorizer:
         vision: str = DEFAULT_VISION_TOWER,
         text: str = DEFAULT_TEXT_TOWER,
         text_pooling: str = "cls",
-        device: str | None = None,
-        dtype: str | None = None,
-        max_num_patches: int | None = None,
-        **kwargs: Any,
+        **options: Any,
     ) -> "Vectorizer":
-        """Compose the public towers (hub ids or local dirs) with a trained ``projector.safetensors``."""
+        """Compose the public towers (hub ids or local dirs) with a trained ``projector.safetensors``.
+
+        Keyword arguments: the fields of :class:`VectorizerOptions` (torch backend only).
+        """
+        settings = VectorizerOptions(**options)
         state = read_projector(Path(projector))
         config = ModelConfig(vision_tower=vision, text_tower=text, text_pooling=text_pooling)
         vision_model = load_vision_tower(vision)
         text_model, tokenizer = load_text_tower(text)
-        components = build_components(vision_model, text_model, tokenizer, config, state, None, max_num_patches)
-        return cls(components, device=device, dtype=dtype, **kwargs)
+        components = build_components(
+            vision_model, text_model, tokenizer, config, state, None, settings.max_num_patches
+        )
+        return cls(components, settings)
 
     def save_pretrained(self, directory: str | os.PathLike, copy_towers: bool = True) -> Path:
         """Write a self-describing directory that :meth:`from_pretrained` loads (towers copied by default)."""
@@ -397,7 +431,7 @@ class Vectorizer:
             self.stats.text_batches += bool(texts)
 
     def close(self) -> None:
-        """Stop the decode threads (also done at interpreter exit)."""
+        """Stop the decode threads; a later encode call starts them again."""
         with self._pool_lock:
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
@@ -408,22 +442,6 @@ def _digest(patched: PatchedImage) -> bytes:
     digest = hashlib.blake2b(patched.patches.data, digest_size=16)
     digest.update(np.asarray(patched.grid, dtype=np.int64).tobytes())
     return digest.digest()
-
-
-def _make_backend(backend: str | Backend, components: Components, device, dtype) -> Backend:
-    if not isinstance(backend, str):
-        return backend
-    if backend == "torch":
-        return TorchBackend(components, device=device, dtype=dtype)
-    if backend in ("onnx", "onnx-int8"):
-        from .onnx_export import onnx_backend_for  # onnxruntime is only imported by those who ask for it
-
-        onnx_backend = onnx_backend_for(components, backend, device=device, dtype=dtype)
-        # The graphs hold the towers now: free the torch copies (gigabytes), keeping configs and the projector.
-        components.image_encoder.vision.to("meta")
-        components.text_encoder.model.to("meta")
-        return onnx_backend
-    raise ValueError(f"unknown backend {backend!r}; available: 'torch', 'onnx', 'onnx-int8'")
 
 
 def _as_list(items: Any, what: str) -> list[Any]:
@@ -452,12 +470,15 @@ def shared_vectorizer(model: str | os.PathLike, **options: Any) -> Vectorizer:
 
     Options left at ``None`` mean "the default" and do not split the cache.
     """
+    from .backends.torch import resolve_device
+
     options = {k: v for k, v in options.items() if v is not None}
     options["device"] = str(resolve_device(options.get("device")))  # "cpu" and the default on a CPU box are one
+    settings = VectorizerOptions(**options)
     path = Path(model).expanduser()
-    key = (str(path.resolve()) if path.exists() else str(model), tuple(sorted((k, repr(v)) for k, v in options.items())))
+    key = (str(path.resolve()) if path.exists() else str(model), settings)
     with _SHARED_LOCK:
         vectorizer = _SHARED.get(key)
         if vectorizer is None:
-            vectorizer = _SHARED[key] = Vectorizer.from_pretrained(model, **options)
+            vectorizer = _SHARED[key] = Vectorizer.from_pretrained(model, **dataclasses.asdict(settings))
         return vectorizer

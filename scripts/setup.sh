@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create ./.venv with the core package, the three database adapters and the test tools.
+# Create ./.venv with the core package, the database adapters, the tools (demo, bench) and the test tools.
 # torch is installed first and on its own, so the package's torch range is already satisfied by the build chosen
 # here: TORCH_VERSION (default 2.13.0, what CI tests), from whatever index pip is configured with (PIP_INDEX_URL /
 # PIP_EXTRA_INDEX_URL pointing at PyTorch's CPU wheels gives the small CPU build).
@@ -8,5 +8,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION:-2.13.0}"
-.venv/bin/python -m pip install --quiet -e ".[test,onnx,demo]" \
-    -e ./integrations/chroma -e ./integrations/qdrant -e ./integrations/weaviate
+# One pip call: the adapters and tools require the core (and tools the adapters), which are not on PyPI; pip
+# resolves them from these paths.
+.venv/bin/python -m pip install --quiet -e ".[test,onnx]" \
+    -e ./integrations/chroma -e ./integrations/qdrant -e ./integrations/weaviate -e ./tools

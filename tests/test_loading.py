@@ -11,7 +11,7 @@ from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2Imag
 
 from bge_siglip_vectorizer import ModelLoadError, Vectorizer
 from bge_siglip_vectorizer.cli import main as cli_main
-from bge_siglip_vectorizer.loading import convert_research_checkpoint
+from bge_siglip_vectorizer.convert import convert_research_checkpoint
 from bge_siglip_vectorizer.testing.images import sample_images
 
 
@@ -129,9 +129,12 @@ def test_dimension_mismatch_is_reported(tmp_path, bge_siglip_model_dir):
         Vectorizer.from_pretrained(out)
 
 
-def test_unreachable_hub_tower_is_a_clear_error(bge_siglip_model_dir):
-    # A repo id that exists nowhere: offline it cannot be fetched, online the hub answers "not found"; either way
-    # the user gets one clear error naming the tower.
+def test_unreachable_hub_tower_is_a_clear_error(bge_siglip_model_dir, monkeypatch):
+    # A repo id that exists nowhere and cannot be fetched: the user gets one clear error naming the tower. Offline
+    # mode makes the hub answer at once instead of after its network timeouts.
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     missing = "bge-siglip-tests/no-such-vision-tower"
     with pytest.raises(ModelLoadError, match=f"cannot load the vision tower '{missing}'"):
         Vectorizer.from_towers(

@@ -13,7 +13,8 @@ pytest.importorskip("onnxruntime")
 
 from bge_siglip_vectorizer.errors import ModelLoadError  # noqa: E402
 from bge_siglip_vectorizer.loading import load_components  # noqa: E402
-from bge_siglip_vectorizer.onnx_export import OnnxBackend, export_onnx, onnx_backend_for, onnx_paths  # noqa: E402
+from bge_siglip_vectorizer.backends.onnx import OnnxBackend, onnx_backend_for, onnx_paths  # noqa: E402
+from bge_siglip_vectorizer.export import export_onnx  # noqa: E402
 from bge_siglip_vectorizer.preprocess import collate, patchify  # noqa: E402
 from bge_siglip_vectorizer.testing.images import sample_image, sample_images  # noqa: E402
 from bge_siglip_vectorizer.vectorizer import Vectorizer  # noqa: E402
@@ -145,7 +146,7 @@ def test_in_place_export_with_external_weights(
     bge_siglip_model_dir: Path, torch_vectors, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Exporting into the model directory itself, weights beside the graph (the layout of > 2 GB towers)."""
-    from bge_siglip_vectorizer import onnx_export
+    from bge_siglip_vectorizer.export import onnx as onnx_export
 
     monkeypatch.setattr(onnx_export, "_EXTERNAL_DATA_THRESHOLD", 0)  # the tiny model takes the large-model path
     model = tmp_path / "model"
@@ -194,13 +195,18 @@ def test_corrupt_graph_and_stale_export_raise_model_load_error(exported: Path, t
         OnnxBackend(stale)
 
 
-def test_onnx_vectorizer_frees_the_torch_towers(exported: Path, tmp_path: Path) -> None:
-    from bge_siglip_vectorizer import ModelLoadError
-
-    vectorizer = Vectorizer.from_pretrained(exported, backend="onnx")
+def test_onnx_vectorizer_never_reads_the_torch_towers(exported: Path, tmp_path: Path) -> None:
+    # Without the towers' weight files a torch load fails, and the ONNX backend does not miss them.
+    graphs_only = tmp_path / "graphs-only"
+    shutil.copytree(exported, graphs_only)
+    for tower in ("vision", "text"):
+        (graphs_only / tower / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError):
+        Vectorizer.from_pretrained(graphs_only)
+    vectorizer = Vectorizer.from_pretrained(graphs_only, backend="onnx")
     assert all(p.is_meta for p in vectorizer.components.image_encoder.vision.parameters())
     assert all(p.is_meta for p in vectorizer.components.text_encoder.model.parameters())
     assert vectorizer.encode_texts(["still works"]).shape == (1, vectorizer.dim)
     assert len(vectorizer.fingerprint) == 64 and vectorizer.describe()["backend"] == "onnx"
-    with pytest.raises(ModelLoadError, match="backend='torch'"):
+    with pytest.raises(ValueError, match="backend='torch'"):
         vectorizer.save_pretrained(tmp_path / "copy")

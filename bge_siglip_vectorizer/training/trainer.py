@@ -32,6 +32,8 @@ from ..loading import (
     load_vision_tower,
     save_components,
 )
+from ..model import TEXT_POOLINGS
+from ..options import check_options, option
 from ..preprocess import PatchedImage, collate
 from ..vectorizer import Vectorizer
 from .data import Example, read_examples, split_examples
@@ -43,37 +45,51 @@ STATE_FILE = "trainer_state.pt"
 IN_MEMORY_BUDGET_BYTES = 4 * 1024**3
 
 
+def _layers(text: str) -> int:
+    # "all" unfreezes the whole tower; any count above the tower's depth does the same.
+    return 10**6 if text.strip().lower() == "all" else int(text)
+
+
 @dataclass
 class TrainConfig:
-    """Every option of ``bge-siglip train`` (defaults suit a projector on the public towers)."""
+    """Every option of ``bge-siglip train`` (defaults suit a projector on the public towers); the command line and
+    its help are derived from these fields."""
 
-    train_data: str
-    out: str
-    model: str | None = None  # a BGE-SigLIP directory to continue from; else the towers below + a new projector
-    vision: str = DEFAULT_VISION_TOWER
-    text: str = DEFAULT_TEXT_TOWER
-    text_pooling: str = "cls"
-    val_data: str | None = None
-    val_fraction: float = 0.1
-    epochs: int = 5
-    batch_size: int = 64
-    lr: float = 1e-3  # projector and logit scale/bias
-    vision_lr: float = 2e-5  # the unfrozen vision layers
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.05
-    trainable_vision_layers: int = 2
-    grad_clip: float = 1.0
-    loss: str = "sigmoid"
-    seed: int = 0
-    eval_every: int = 0  # steps; 0 = after every epoch
-    save_every: int = 0  # steps; 0 = only the final model
-    keep_checkpoints: int = 2
-    device: str | None = None
-    max_num_patches: int | None = None
-    cache_dir: str | None = None  # caption-vector cache; default OUT/cache
-    resume: str | None = None  # a checkpoint directory, or "latest" (newest under OUT)
-    copy_text_tower: bool = True  # the final directory holds the text tower too (self-contained)
-    show_progress: bool | None = None
+    train_data: str = option(help="training data: .jsonl, .csv/.tsv, or a folder with sidecar .txt captions",
+                             metavar="DATA")
+    out: str = option(help="output model directory (checkpoints go inside it)")
+    model: str | None = option(None, help="a BGE-SigLIP directory to continue from (else --vision/--text towers "
+                                          "with a new projector)")
+    vision: str = option(DEFAULT_VISION_TOWER, help="vision tower when starting fresh (hub id or dir)")
+    text: str = option(DEFAULT_TEXT_TOWER, help="frozen text tower when starting fresh (hub id or dir)")
+    text_pooling: str = option("cls", choices=TEXT_POOLINGS, help="text vector: CLS token (BGE-M3) or masked mean")
+    val_data: str | None = option(None, flag="--val", help="validation data (default: hold out --val-fraction)")
+    val_fraction: float = option(0.1, min=0, max=0.9, help="share of the data held out when --val is not given")
+    epochs: int = option(5, min=1, help="passes over the training data")
+    batch_size: int = option(64, min=1, help="image-caption pairs per step")
+    lr: float = option(1e-3, above=0, help="learning rate of the projector and logit scale/bias")
+    vision_lr: float = option(2e-5, min=0, help="learning rate of the unfrozen vision layers")
+    weight_decay: float = option(0.01, min=0, help="AdamW weight decay")
+    warmup_fraction: float = option(0.05, min=0, max=1, help="share of the steps with a linear warm-up")
+    trainable_vision_layers: int = option(2, min=0, parse=_layers, metavar="N|all",
+                                          help="unfreeze the last N vision layers (0: projector only; all: the "
+                                               "whole tower)")
+    grad_clip: float = option(1.0, min=0, help="gradient norm clip (0: off)")
+    loss: str = option("sigmoid", choices=tuple(LOSSES),
+                       help="'research' reproduces the original script's broken loss, for comparison only")
+    seed: int = option(0, help="seeds data order, initialisation and augmentation")
+    eval_every: int = option(0, min=0, help="validate every N steps (0: after every epoch)")
+    save_every: int = option(0, min=0, help="checkpoint every N steps (0: only the final model)")
+    keep_checkpoints: int = option(2, min=1, help="newest checkpoints kept")
+    device: str | None = option(None, help="torch device (default: cuda if available)")
+    max_num_patches: int | None = option(None, min=1, help="image detail budget in 16px patches")
+    cache_dir: str | None = option(None, help="caption-vector cache (default OUT/cache)")
+    resume: str | None = option(None, help="a checkpoint directory, or 'latest' (newest under OUT)")
+    copy_text_tower: bool = option(True, help="write the text tower into the output (self-contained model)")
+    show_progress: bool | None = option(None, flag="--no-progress", help="hide progress bars")
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @dataclass
@@ -91,10 +107,6 @@ def train(config: TrainConfig) -> TrainResult:
 
 class Trainer:
     def __init__(self, config: TrainConfig) -> None:
-        if config.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {config.loss!r}")
-        if config.trainable_vision_layers < 0:
-            raise ValueError("trainable_vision_layers must be >= 0")
         self.config = config
         self.out = Path(config.out)
         self.out.mkdir(parents=True, exist_ok=True)

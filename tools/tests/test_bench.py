@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from bge_siglip_vectorizer.bench import NAMES, main
-from bge_siglip_vectorizer.bench.scenarios import resolve
+from bge_siglip_tools.bench import NAMES, main
+from bge_siglip_tools.bench.scenarios import resolve
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +89,8 @@ def test_scenario_selection_by_name_or_number() -> None:
 
 
 def test_plot_falls_back_to_pillow_without_matplotlib(tmp_path, monkeypatch) -> None:
-    from bge_siglip_vectorizer.bench import report
-    from bge_siglip_vectorizer.bench.common import Measurement, ScenarioResult
+    from bge_siglip_tools.bench import report
+    from bge_siglip_tools.bench.common import Measurement, ScenarioResult
 
     result = ScenarioResult("scaling", 7, "scaling")
     a = result.add(Measurement("64 patches, batch 1", 4, seconds=[1.0, 1.2]))
@@ -104,7 +104,7 @@ def test_plot_falls_back_to_pillow_without_matplotlib(tmp_path, monkeypatch) -> 
 
 
 def test_disturbed_runs_are_repeated_and_left_out_of_the_median(monkeypatch) -> None:
-    from bge_siglip_vectorizer.bench import common
+    from bge_siglip_tools.bench import common
 
     shares = iter([0.9] + [0.0] * 10)  # the first timed run sees other processes using 90% of the CPU
     monkeypatch.setattr(common.CpuMonitor, "share", lambda self: next(shares))
@@ -120,7 +120,7 @@ def test_load_generator_spreads_clients_over_processes_against_the_real_server(q
     """The server scenario's clients, in two processes of their own, against the real inference server: every
     request is answered once, latencies fall inside the round's wall time, and a refused request is an error."""
     from bge_siglip_vectorizer import Vectorizer
-    from bge_siglip_vectorizer.bench.scenarios import server
+    from bge_siglip_tools.bench.scenarios import server
     from bge_siglip_weaviate.app import create_app
     from bge_siglip_weaviate.settings import ServerSettings
 

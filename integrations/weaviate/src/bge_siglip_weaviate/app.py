@@ -12,6 +12,7 @@ with a generic message.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 import threading
@@ -42,15 +43,8 @@ Loader = Callable[[], Vectorizer]
 
 def load_vectorizer(settings: ServerSettings) -> Vectorizer:
     """The server's own Vectorizer (not the process-shared one: its ``stats`` then count only served work)."""
-    options: dict[str, Any] = {
-        "device": settings.device,
-        "dtype": settings.dtype,
-        "max_num_patches": settings.max_num_patches,
-        "max_image_pixels": settings.max_image_pixels,
-        # Images reach the core as bytes only (see protocol.py); refuse URL fetching in any case.
-        "allow_urls": False,
-    }
-    return Vectorizer.from_pretrained(settings.model, **{k: v for k, v in options.items() if v is not None})
+    # Images reach the core as base64 only (see protocol.py), and the settings refuse URL fetching in any case.
+    return Vectorizer.from_pretrained(settings.model, **dataclasses.asdict(settings.vectorizer_options()))
 
 
 class ServerState:
@@ -84,14 +78,7 @@ class ServerState:
         started = time.perf_counter()
         try:
             vectorizer = self._loader()
-            self.batcher = DynamicBatcher(
-                vectorizer,
-                max_batch_size=self.settings.max_batch_size,
-                max_wait_s=self.settings.max_wait_ms / 1000.0,
-                max_queue_items=self.settings.max_queue_items,
-                max_queue_wait_s=self.settings.max_queue_wait_s,
-                batching=self.settings.batching,
-            )
+            self.batcher = DynamicBatcher(vectorizer, self.settings)
             self.vectorizer = vectorizer
             logger.info("model loaded in %.1fs: %r", time.perf_counter() - started, vectorizer)
         except BaseException as exc:  # noqa: BLE001 - reported through /.well-known/ready and the callback

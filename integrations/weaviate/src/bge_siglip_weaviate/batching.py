@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from bge_siglip_vectorizer import Vectorizer
-from bge_siglip_vectorizer.preprocess import PatchedImage
+from bge_siglip_vectorizer import PatchedImage, Vectorizer
+
+from .settings import ServerSettings
 
 __all__ = ["DynamicBatcher", "Overloaded", "ShuttingDown", "QueueTimeout", "Ticket", "BatcherStats", "BatchResult"]
 
@@ -111,30 +112,14 @@ class DynamicBatcher:
     the reference container, kept for benchmarks and debugging.
     """
 
-    def __init__(
-        self,
-        vectorizer: Vectorizer,
-        *,
-        max_batch_size: int = 32,
-        max_wait_s: float = 0.005,
-        max_queue_items: int = 1024,
-        max_queue_wait_s: float = 45.0,
-        batching: bool = True,
-    ) -> None:
-        if max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
-        if max_wait_s < 0:
-            raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
-        if max_queue_items < 1:
-            raise ValueError(f"max_queue_items must be >= 1, got {max_queue_items}")
-        if max_queue_wait_s <= 0:
-            raise ValueError(f"max_queue_wait_s must be > 0, got {max_queue_wait_s}")
+    def __init__(self, vectorizer: Vectorizer, settings: ServerSettings) -> None:
         self.vectorizer = vectorizer
-        self.max_batch_size = max_batch_size
-        self.max_wait_s = max_wait_s
-        self.max_queue_items = max_queue_items
-        self.max_queue_wait_s = max_queue_wait_s
-        self.batching = batching
+        self.settings = settings  # validated once, where they are declared
+        self.max_batch_size = settings.max_batch_size
+        self.max_wait_s = settings.max_wait_ms / 1000.0
+        self.max_queue_items = settings.max_queue_items
+        self.max_queue_wait_s = settings.max_queue_wait_s
+        self.batching = settings.batching
         self.stats = BatcherStats()
         self._queue: collections.deque[_Job] = collections.deque()
         self._admitted = 0  # items admitted and not yet answered (queued, decoding or being encoded)

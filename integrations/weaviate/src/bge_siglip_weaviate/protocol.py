@@ -25,9 +25,15 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, ContextManager
 
-from bge_siglip_vectorizer import ImageTooLargeError, InvalidInputError, InvalidTextError, Vectorizer
-from bge_siglip_vectorizer.inputs import load_base64_image, validate_text
-from bge_siglip_vectorizer.preprocess import PatchedImage
+from bge_siglip_vectorizer import (
+    ImageTooLargeError,
+    InvalidInputError,
+    InvalidTextError,
+    PatchedImage,
+    Vectorizer,
+    load_base64_image,
+    validate_text,
+)
 
 __all__ = [
     "ApiError",

@@ -1,13 +1,9 @@
 """``bge-siglip serve`` / ``bge-siglip-serve``: run the multi2vec-clip inference server with uvicorn.
 
-The core CLI mounts this as a subcommand::
-
-    from bge_siglip_weaviate.server import add_arguments, run
-    add_arguments(subparsers.add_parser("serve", help=...))   # adds --model too
-    ... return run(args)
-
-Every option also reads a ``BGE_SIGLIP_<OPTION>`` environment variable (e.g. ``BGE_SIGLIP_MODEL``,
-``BGE_SIGLIP_API_KEY``, ``BGE_SIGLIP_MAX_BATCH_SIZE``), so a container needs no command line.
+``COMMAND`` joins the core's ``bge-siglip`` command through the ``bge_siglip.commands`` entry point. Every option
+is a field of :class:`~bge_siglip_weaviate.settings.ServerSettings` and also reads a ``BGE_SIGLIP_<OPTION>``
+environment variable (e.g. ``BGE_SIGLIP_MODEL``, ``BGE_SIGLIP_API_KEY``, ``BGE_SIGLIP_MAX_BATCH_SIZE``), so a
+container needs no command line.
 """
 
 from __future__ import annotations
@@ -20,97 +16,23 @@ import sys
 import threading
 from typing import Any, Iterator, Sequence
 
-from .settings import ServerSettings, env
+from bge_siglip_vectorizer import Command, add_options, options_from_args
 
-__all__ = ["add_arguments", "run", "main", "settings_from_args"]
+from .settings import ENV_PREFIX, ServerSettings
 
-_DEFAULTS = ServerSettings(model="-")
+__all__ = ["add_arguments", "run", "main", "settings_from_args", "COMMAND"]
 
-
-def _int(name: str, default: int | None) -> int | None:
-    value = env(name)
-    return int(value) if value not in (None, "") else default
-
-
-def _float(name: str, default: float) -> float:
-    value = env(name)
-    return float(value) if value not in (None, "") else default
-
-
-def _flag(name: str) -> bool:
-    return (env(name) or "").strip().lower() in ("1", "true", "yes", "on")
+DESCRIPTION = "Weaviate multi2vec-clip compatible inference server for BGE-SigLIP, with cross-request batching."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the server's options to ``parser`` (``--model`` included) and return it."""
-    model = env("MODEL")
-    parser.add_argument(
-        "--model", required=model is None, default=model,
-        help="model directory (from `bge-siglip` save/convert) or hub id [env BGE_SIGLIP_MODEL]",
-    )
-    parser.add_argument("--host", default=env("HOST", "127.0.0.1"), help="bind address; 0.0.0.0 in a container [127.0.0.1]")
-    parser.add_argument("--port", type=int, default=_int("PORT", 8080), help="port [8080, like the reference container]")
-    parser.add_argument("--device", default=env("DEVICE"), help="cpu, cuda, cuda:1, mps [best available]")
-    parser.add_argument("--dtype", default=env("DTYPE"), help="float32, float16, bfloat16 [model default]")
-    parser.add_argument("--max-num-patches", type=int, default=_int("MAX_NUM_PATCHES", None),
-                        help="image detail/speed trade-off: 64, 256, 1024 ... [saved value]")
-    parser.add_argument("--max-image-pixels", type=int,
-                        default=_int("MAX_IMAGE_PIXELS", _DEFAULTS.max_image_pixels),
-                        help="refuse larger images with 413, checked before decoding (decompression-bomb guard) "
-                             "[%(default)s]")
-    batching = parser.add_argument_group("cross-request batching")
-    batching.add_argument("--max-batch-size", type=int, default=_int("MAX_BATCH_SIZE", _DEFAULTS.max_batch_size),
-                          help="most items (texts + images) encoded together [%(default)s]")
-    batching.add_argument("--max-wait-ms", type=float, default=_float("MAX_WAIT_MS", _DEFAULTS.max_wait_ms),
-                          help="how long a batch waits for more requests once it has one [%(default)s]")
-    batching.add_argument("--no-batching", action="store_true", default=_flag("NO_BATCHING"),
-                          help="one request per forward round, like the reference container (for benchmarks)")
-    limits = parser.add_argument_group("limits")
-    limits.add_argument("--max-queue", type=int, dest="max_queue_items",
-                        default=_int("MAX_QUEUE", _DEFAULTS.max_queue_items),
-                        help="items admitted and unanswered before answering 503 [%(default)s]")
-    limits.add_argument("--max-items-per-request", type=int,
-                        default=_int("MAX_ITEMS_PER_REQUEST", _DEFAULTS.max_items_per_request),
-                        help="texts + images in one request, else 413 [%(default)s]")
-    limits.add_argument("--max-body-mb", type=float, default=_float("MAX_BODY_MB", _DEFAULTS.max_body_bytes / 2**20),
-                        help="request body size limit in MiB, else 413 [%(default)s]")
-    limits.add_argument("--max-queue-wait-s", type=float,
-                        default=_float("MAX_QUEUE_WAIT_S", _DEFAULTS.max_queue_wait_s),
-                        help="answer 503 instead of computing a request that waited longer for the batch worker; "
-                             "keep it below Weaviate's MODULES_CLIENT_TIMEOUT (50s) [%(default)s]")
-    limits.add_argument("--max-concurrent-decodes", type=int,
-                        default=_int("MAX_CONCURRENT_DECODES", _DEFAULTS.max_concurrent_decodes),
-                        help="images decoded at full size at once, across all requests [number of CPUs]")
-    security = parser.add_argument_group("security")
-    security.add_argument("--api-key", default=env("API_KEY"),
-                          help="require 'Authorization: Bearer KEY' or 'X-API-Key: KEY' on /vectorize and /meta "
-                               "(Weaviate itself sends none) [env BGE_SIGLIP_API_KEY; off]")
-    server = parser.add_argument_group("process")
-    server.add_argument("--graceful-timeout", type=float, default=_float("GRACEFUL_TIMEOUT", 30.0),
-                        help="seconds in-flight requests get to finish on SIGTERM [%(default)s]")
-    server.add_argument("--log-level", default=env("LOG_LEVEL", "info"),
-                        choices=["critical", "error", "warning", "info", "debug"], help="[%(default)s]")
-    return parser
+    return add_options(parser, ServerSettings, env_prefix=ENV_PREFIX)
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     """The :class:`ServerSettings` an argparse namespace from :func:`add_arguments` describes."""
-    return ServerSettings(
-        model=str(args.model),
-        device=args.device,
-        dtype=args.dtype,
-        max_num_patches=args.max_num_patches,
-        max_image_pixels=args.max_image_pixels,
-        max_batch_size=args.max_batch_size,
-        max_wait_ms=args.max_wait_ms,
-        batching=not args.no_batching,
-        max_queue_items=args.max_queue_items,
-        max_items_per_request=args.max_items_per_request,
-        max_body_bytes=int(args.max_body_mb * 2**20),
-        max_queue_wait_s=args.max_queue_wait_s,
-        max_concurrent_decodes=args.max_concurrent_decodes,
-        api_key=args.api_key,
-    )
+    return options_from_args(ServerSettings, args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"bge-siglip serve: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     failed: list[BaseException] = []
     server: Any = None
 
@@ -137,10 +59,10 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(settings, on_load_failed=on_load_failed)
     config = uvicorn.Config(
         app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=args.graceful_timeout,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=settings.graceful_timeout,
         # Our handler answers every error as JSON; uvicorn's access log is enough for requests.
         server_header=False,
     )
@@ -182,12 +104,15 @@ def _signals_end_quietly() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None, prog: str = "bge-siglip-serve") -> int:
     """Entry point of ``bge-siglip-serve`` (and of ``bge-siglip serve``, which passes its own ``prog``)."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Weaviate multi2vec-clip compatible inference server for BGE-SigLIP, with cross-request batching.",
-    )
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
     add_arguments(parser)
     return run(parser.parse_args(list(argv) if argv is not None else None))
+
+
+COMMAND = Command(
+    help="run the Weaviate multi2vec-clip compatible inference server", description=DESCRIPTION,
+    add_arguments=add_arguments, run=run,
+)
 
 
 if __name__ == "__main__":

@@ -156,7 +156,7 @@ def _plan_json(plan) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m bge_siglip_vectorizer.bench [options]`` (the same as ``bge-siglip bench``)."""
+    """``python -m bge_siglip_tools.bench [options]`` (the same as ``bge-siglip bench``)."""
     parser = add_arguments(argparse.ArgumentParser(
         prog="bge-siglip bench", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter))
     return run(parser.parse_args(list(sys.argv[1:] if argv is None else argv)))

@@ -1,4 +1,4 @@
-"""``python -m bge_siglip_vectorizer.bench``: the same as ``bge-siglip bench``."""
+"""``python -m bge_siglip_tools.bench``: the same as ``bge-siglip bench``."""
 
 import sys
 

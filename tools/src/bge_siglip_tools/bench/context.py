@@ -108,20 +108,16 @@ class BenchContext:
     def vectorizer(self):
         """The process-wide shared Vectorizer of the benchmark model: the same instance the Chroma adapter gets."""
         if self._vectorizer is None:
-            from ..vectorizer import shared_vectorizer
+            from bge_siglip_vectorizer import shared_vectorizer
 
             self._vectorizer = shared_vectorizer(self.model_dir, device=self.device)
         return self._vectorizer
 
     def with_patches(self, max_num_patches: int, **options: Any):
         """A Vectorizer sharing the loaded towers, with another ``max_num_patches`` (no second copy of the weights)."""
-        from ..preprocess import NaFlexConfig
-        from ..vectorizer import Vectorizer
+        from bge_siglip_vectorizer import Vectorizer
 
-        base = self.vectorizer.components
-        preprocessing = NaFlexConfig.from_dict({**base.preprocessing.to_dict(), "max_num_patches": max_num_patches})
-        return Vectorizer(dataclasses.replace(base, preprocessing=preprocessing), device=self.device,
-                          **options)
+        return Vectorizer(self.vectorizer.components, device=self.device, max_num_patches=max_num_patches, **options)
 
     def ensure_onnx(self) -> dict[str, Any]:
         if self.onnx_info is None:

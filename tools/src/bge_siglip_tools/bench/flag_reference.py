@@ -35,7 +35,7 @@ class FlagDenseReimplementation:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from ..loading import quiet_transformers
+        from bge_siglip_vectorizer.loading import quiet_transformers
 
         self.device = torch.device(device)
         dtype = torch.float32 if self.device.type == "cpu" else torch.float16

@@ -9,6 +9,7 @@ Everything is written by the package's own ``save_components``, i.e. it is a nor
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -98,40 +99,17 @@ def train_tokenizer(model_max_length: int):
 
 def build_model(directory: Path, spec: ModelSpec) -> dict[str, Any]:
     """Build ``spec`` with random weights and save it as a model directory; returns what was built."""
-    import torch
-    from transformers import Siglip2VisionConfig, Siglip2VisionModel, XLMRobertaConfig, XLMRobertaModel
-
-    from ..loading import ModelConfig, build_components, save_components
-    from ..preprocess import NaFlexConfig
+    from bge_siglip_vectorizer.testing import make_random_model
 
     started = time.perf_counter()
-    max_length = spec.text["max_position_embeddings"] - 2  # RoBERTa positions start after the padding index
-    tokenizer = train_tokenizer(max_length)
-    text_config = dict(spec.text)
-    if not text_config.get("vocab_size"):
-        text_config["vocab_size"] = len(tokenizer)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.seed)
-        vision = Siglip2VisionModel(Siglip2VisionConfig(**spec.vision)).eval()
-        text = XLMRobertaModel(
-            XLMRobertaConfig(**text_config, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                             eos_token_id=tokenizer.eos_token_id),
-            add_pooling_layer=False,
-        ).eval()
-        hidden, dim = spec.vision["hidden_size"], text_config["hidden_size"]
-        first, second = torch.nn.Linear(hidden, hidden), torch.nn.Linear(hidden, dim)
-        projector = {"projector.0.weight": first.weight.detach(), "projector.0.bias": first.bias.detach(),
-                     "projector.2.weight": second.weight.detach(), "projector.2.bias": second.bias.detach()}
-    config = ModelConfig(vision_tower="vision", text_tower="text", text_pooling="cls")
-    config.preprocessing = NaFlexConfig(max_num_patches=256).to_dict()
-    components = build_components(vision, text, tokenizer, config, projector)
+    tokenizer = train_tokenizer(spec.text["max_position_embeddings"] - 2)  # RoBERTa positions start after padding
     scratch = directory.with_name(directory.name + ".partial")
     shutil.rmtree(scratch, ignore_errors=True)
-    save_components(components, scratch)
+    make_random_model(scratch, vision_config=spec.vision, text_config=spec.text, tokenizer=tokenizer, seed=spec.seed)
     info = {
         "spec": asdict(spec),
-        "vision_parameters": sum(p.numel() for p in vision.parameters()),
-        "text_parameters": sum(p.numel() for p in text.parameters()),
+        "vision_parameters": _parameter_count(scratch / "vision" / "model.safetensors"),
+        "text_parameters": _parameter_count(scratch / "text" / "model.safetensors"),
         "tokenizer_vocab": len(tokenizer),
         "build_seconds": round(time.perf_counter() - started, 1),
     }
@@ -139,6 +117,14 @@ def build_model(directory: Path, spec: ModelSpec) -> dict[str, Any]:
     shutil.rmtree(directory, ignore_errors=True)
     scratch.rename(directory)
     return info
+
+
+def _parameter_count(path: Path) -> int:
+    """Parameters in a safetensors file, read from its header (no weights loaded)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as weights:
+        return sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())
 
 
 def ensure_model(cache_dir: Path, spec: ModelSpec) -> tuple[Path, dict[str, Any]]:
@@ -165,11 +151,11 @@ def ensure_onnx(model_dir: Path, in_process: bool) -> dict[str, Any]:
     log(f"exporting ONNX fp32 + int8 graphs into {model_dir / 'onnx'} (once)")
     started = time.perf_counter()
     if in_process:
-        from ..onnx_export import export_onnx
+        from bge_siglip_vectorizer.export import export_onnx
 
         export_onnx(model_dir, model_dir, int8=True)
     else:
-        code = ("import sys; from bge_siglip_vectorizer.onnx_export import export_onnx; "
+        code = ("import sys; from bge_siglip_vectorizer.export import export_onnx; "
                 "export_onnx(sys.argv[1], sys.argv[1], int8=True)")
         subprocess.run([sys.executable, "-c", code, str(model_dir)], check=True)
     info = {"export_seconds": round(time.perf_counter() - started, 1)}

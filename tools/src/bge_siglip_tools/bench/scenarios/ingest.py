@@ -31,7 +31,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
     from bge_siglip_qdrant import BGESigLIPQdrant
     from qdrant_client import QdrantClient
 
-    from ...preprocess import collate
+    from bge_siglip_vectorizer.preprocess import collate
 
     plan = ctx.plan
     batch = plan.ingest_batch

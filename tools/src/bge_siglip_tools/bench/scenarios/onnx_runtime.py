@@ -37,8 +37,8 @@ def _cross_item_cosine(vectors: np.ndarray) -> float:
 
 
 def run(ctx: BenchContext) -> ScenarioResult:
-    from ...onnx_export import onnx_backend_for
-    from ...vectorizer import Vectorizer
+    from bge_siglip_vectorizer import Vectorizer
+    from bge_siglip_vectorizer.backends.onnx import onnx_backend_for
 
     plan = ctx.plan
     export = ctx.ensure_onnx()

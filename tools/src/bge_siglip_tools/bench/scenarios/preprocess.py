@@ -29,8 +29,8 @@ TARGET = 3.0
 def run(ctx: BenchContext) -> ScenarioResult:
     from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
 
-    from ...inputs import to_rgb
-    from ...preprocess import collate, preprocess, target_size
+    from bge_siglip_vectorizer.inputs import to_rgb
+    from bge_siglip_vectorizer.preprocess import collate, preprocess, target_size
 
     plan = ctx.plan
     vectorizer = ctx.vectorizer
