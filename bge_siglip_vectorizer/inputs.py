@@ -85,6 +85,13 @@ def validate_text(item: Any, index: int | None = None, allow_empty: bool = False
         raise InvalidTextError(f"expected a string, got {type(item).__name__}", index=index)
     if not allow_empty and not item.strip():
         raise InvalidTextError("empty text", index=index)
+    try:
+        item.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # Lone surrogates ("\ud800") are valid Python str but no text: tokenizers raise a bare TypeError on them.
+        raise InvalidTextError(
+            f"not valid Unicode text: {exc.reason} at character {exc.start} ({item[exc.start]!r})", index=index
+        ) from None
     return item
 
 

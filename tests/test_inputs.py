@@ -243,3 +243,10 @@ def test_load_base64_image_never_opens_paths_or_urls(png, tmp_path, image_server
 def test_malformed_urls_are_typed_errors(bge_siglip_vectorizer, png):
     _fails(bge_siglip_vectorizer, [png, "http://[::1/x.png"], ImageFetchError, 1, "malformed URL")
     _fails(bge_siglip_vectorizer, ["http://\x00/x.png"], ImageFetchError, 0, "download failed")
+
+
+def test_unencodable_text_is_a_typed_error_naming_the_item(bge_siglip_vectorizer):
+    for bad in ("a\ud800b", "\udfff"):
+        with pytest.raises(InvalidTextError) as info:
+            bge_siglip_vectorizer.encode_texts(["fine", bad])
+        assert info.value.index == 1 and "surrogate" in str(info.value)
