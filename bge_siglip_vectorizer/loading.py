@@ -200,12 +200,14 @@ def load_text_heads(reference: str, root: Path | None = None) -> dict[str, dict[
     location = _tower_location(reference, root)
     heads = {}
     for output, name in HEAD_FILES.items():
-        path = _tower_file(location, name)
+        with reraise_as(ModelLoadError, f"cannot look for {name} of the text tower {reference!r}"):
+            path = _tower_file(location, name)
         if path is None:
             continue
         with reraise_as(ModelLoadError, f"cannot read the {output} head {path}"):
             state = torch.load(str(path), map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or set(state) != {"weight", "bias"}:
+        if not (isinstance(state, dict) and set(state) == {"weight", "bias"}
+                and all(isinstance(v, torch.Tensor) for v in state.values())):
             keys = sorted(state) if isinstance(state, dict) else type(state).__name__
             raise ModelLoadError(f"{path} is not a Linear layer's state dict (keys weight, bias): got {keys}")
         heads[output] = state

@@ -241,16 +241,39 @@ def _save_head(path: Path, out_features: int, in_features: int = 32) -> None:
     [
         ("sparse_linear.pt", lambda path: path.write_bytes(b"not a torch file"), "cannot read the sparse head"),
         ("colbert_linear.pt", lambda path: torch.save({"w": torch.zeros(2)}, path), "not a Linear layer's state dict"),
+        ("colbert_linear.pt", lambda path: torch.save({"weight": [1.0], "bias": 0.0}, path), "not a Linear layer's"),
         ("sparse_linear.pt", lambda path: _save_head(path, 2), r"not a \(1, hidden\) Linear"),
         ("colbert_linear.pt", lambda path: _save_head(path, 32, in_features=16), "hidden size is 32"),
     ],
-    ids=["corrupt", "wrong-keys", "sparse-not-one-output", "wrong-input-size"],
+    ids=["corrupt", "wrong-keys", "not-tensors", "sparse-not-one-output", "wrong-input-size"],
 )
 def test_bad_head_files_are_model_load_errors(tmp_path: Path, name: str, write, message: str) -> None:
     tower = _tower_copy(tmp_path / "tower")
     write(tower / name)
     with pytest.raises(ModelLoadError, match=message):
         Vectorizer.from_pretrained(_model_with_text_tower(tmp_path / "model", tower), device="cpu")
+
+
+def test_heads_of_a_hub_tower_are_fetched_beside_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+    import huggingface_hub.constants
+
+    from bge_siglip_vectorizer.loading import load_text_heads
+
+    # Offline and not cached (or a repo without the files): no heads, dense only, no error.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert load_text_heads("bge-siglip-tests/no-such-tower") == {}
+    # A repo that has them: each file is fetched by name, as transformers fetches the tower's own files.
+    asked = []
+
+    def download(repo_id: str, filename: str, **_: object) -> str:
+        asked.append((repo_id, filename))
+        return str(TOWER / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    heads = load_text_heads("BAAI/bge-m3")
+    assert asked == [("BAAI/bge-m3", "sparse_linear.pt"), ("BAAI/bge-m3", "colbert_linear.pt")]
+    assert heads["sparse"]["weight"].shape == (1, 32) and heads["multivector"]["weight"].shape == (32, 32)
 
 
 class _RunsCode:
