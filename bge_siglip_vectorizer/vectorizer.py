@@ -192,8 +192,9 @@ class Vectorizer:
     @property
     def text_outputs(self) -> tuple[str, ...]:
         """The text granularities this model gives with this backend: ``"dense"``, and ``"sparse"`` /
-        ``"multivector"`` where the text tower has BGE-M3's heads (and the backend runs them)."""
-        return self.backend.text_outputs
+        ``"multivector"`` where the text tower has BGE-M3's heads and the backend runs them."""
+        heads = self.components.text_encoder.heads()
+        return tuple(output for output in self.backend.text_outputs if output == "dense" or output in heads)
 
     @property
     def sparse_dim(self) -> int | None:
