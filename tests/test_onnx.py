@@ -289,3 +289,15 @@ def test_heads_replaced_after_the_export_are_refused(exported: Path, tmp_path: P
     torch.save(torch.nn.Linear(32, 32).state_dict(), changed / "text" / "colbert_linear.pt")
     with pytest.raises(ModelLoadError, match="other multivector head weights.*re-export"):
         Vectorizer.from_pretrained(changed, backend="onnx")
+
+
+def test_a_head_removed_after_the_export_is_not_offered(exported: Path, tmp_path: Path) -> None:
+    fewer = tmp_path / "fewer"
+    shutil.copytree(exported, fewer)
+    (fewer / "text" / "sparse_linear.pt").unlink()  # the graph still computes it, but the model no longer has it
+    vectorizer = Vectorizer.from_pretrained(fewer, backend="onnx")
+    assert vectorizer.backend.text_outputs == ("dense", "sparse", "multivector")
+    assert vectorizer.text_outputs == ("dense", "multivector") and "sparse" not in vectorizer.fingerprints
+    with pytest.raises(MissingHeadError, match="no sparse_linear.pt"):
+        vectorizer.encode_texts_sparse(["a dog"])
+    assert vectorizer.encode_texts_multivector(["a dog"])[0].shape == (3, 32)
