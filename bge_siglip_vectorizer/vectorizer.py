@@ -310,6 +310,11 @@ class Vectorizer:
                 items, list(range(len(items))), batch_size, progress, allow_empty, sparse=sparse, multivector=multivector
             )
 
+    def sparse_tokens(self, embedding: SparseEmbedding) -> list[str]:
+        """The vocabulary pieces of a sparse embedding's token ids, in its order (e.g. Chroma's ``SparseVector``
+        ``labels``; FlagEmbedding's ``convert_id_to_token``)."""
+        return list(self.tokenizer.convert_ids_to_tokens(embedding.indices.tolist()))
+
     def encode_query(
         self,
         text: str | None = None,
