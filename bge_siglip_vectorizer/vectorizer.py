@@ -237,6 +237,13 @@ class Vectorizer:
         with self._progress(len(items), batch_size, show_progress, "texts") as progress:
             return self._encode_texts(items, list(range(len(items))), batch_size, progress, allow_empty)
 
+    def count_tokens(self, texts: Iterable[str]) -> list[int]:
+        """How many tokens each text is encoded with: special tokens included, after truncation at
+        ``text_max_length`` (the ``usage`` an embeddings API reports; what a server sorts texts into length
+        buckets by). Any string is counted, ``""`` included; a non-string raises ``InvalidTextError``."""
+        items = [validate_text(item, i, allow_empty=True) for i, item in enumerate(_as_list(texts, "texts"))]
+        return [len(ids) for ids in self._token_ids(items)] if items else []
+
     def encode_prepared(self, images: Sequence[PatchedImage], batch_size: int = 32) -> np.ndarray:
         """Encode images already decoded and patchified by :meth:`prepare_images` (servers prepare in request
         threads and queue the small uint8 patches instead of full-size images)."""
@@ -394,15 +401,7 @@ class Vectorizer:
         for i, text in enumerate(texts):
             first_of.setdefault(text, i)
         unique = list(first_of)
-        # Cut absurdly long strings before tokenising: tokenisers process the whole string before truncating, and
-        # no real text needs more than ~32 characters per token to reach the limit.
-        char_limit = self.text_max_length * 32
-        token_ids = self.tokenizer(
-            [text[:char_limit] for text in unique],
-            truncation=True,
-            max_length=self.text_max_length,
-            return_attention_mask=False,
-        )["input_ids"]
+        token_ids = self._token_ids(unique)
         order = sorted(range(len(unique)), key=lambda i: len(token_ids[i]), reverse=True)
         vectors = np.empty((len(unique), self.dim), dtype=np.float32)
         for start in range(0, len(order), batch_size):
@@ -422,6 +421,17 @@ class Vectorizer:
         if progress is not None:
             progress.update(len(texts) - len(unique))
         return out
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        # Cut absurdly long strings before tokenising: tokenisers process the whole string before truncating, and
+        # no real text needs more than ~32 characters per token to reach the limit.
+        char_limit = self.text_max_length * 32
+        return self.tokenizer(
+            [text[:char_limit] for text in texts],
+            truncation=True,
+            max_length=self.text_max_length,
+            return_attention_mask=False,
+        )["input_ids"]
 
     def _count(self, images: int = 0, texts: int = 0) -> None:
         with self._stats_lock:  # one Vectorizer may encode from several threads (e.g. a web server's pool)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bge_siglip_vectorizer import MissingProjectorError, ModelLoadError, Vectorizer, shared_vectorizer
+from bge_siglip_vectorizer import InvalidTextError, MissingProjectorError, ModelLoadError, Vectorizer, shared_vectorizer
 from bge_siglip_vectorizer.testing import make_tiny_model
 from bge_siglip_vectorizer.testing.images import sample_images
 
@@ -193,3 +193,14 @@ def test_fingerprint_identifies_the_mapping(bge_siglip_vectorizer, bge_siglip_mo
     # A smaller patch budget keeps less detail but stays in the same space: compatible, same fingerprint.
     fewer_patches = Vectorizer.from_pretrained(bge_siglip_model_dir, max_num_patches=64)
     assert fewer_patches.fingerprint == bge_siglip_vectorizer.fingerprint
+
+
+def test_count_tokens_is_what_the_text_tower_is_given(bge_siglip_vectorizer):
+    counts = bge_siglip_vectorizer.count_tokens(TEXTS + [""])
+    tokenizer, limit = bge_siglip_vectorizer.tokenizer, bge_siglip_vectorizer.text_max_length
+    assert counts == [len(tokenizer(t, truncation=True, max_length=limit)["input_ids"]) for t in TEXTS + [""]]
+    assert bge_siglip_vectorizer.count_tokens(["x " * (2 * limit)]) == [limit]  # truncated at the tower's limit
+    assert bge_siglip_vectorizer.count_tokens([]) == []
+    with pytest.raises(InvalidTextError) as info:
+        bge_siglip_vectorizer.count_tokens(["fine", 3])
+    assert info.value.index == 1
