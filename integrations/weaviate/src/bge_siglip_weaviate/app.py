@@ -162,6 +162,8 @@ async def serve_request(
             )
         ticket = await batcher.admit(parsed.size, budget)
         try:
+            if await request.is_disconnected():  # gave up while held (Weaviate's timeout): not worth decoding
+                raise ClientDisconnect()
             # Decode, validate and patchify in a worker thread, before queuing: a bad item fails only its own
             # request, and the queue holds small uint8 patches, never full-size images.
             decoded = await run_in_threadpool(
