@@ -72,7 +72,7 @@ def test_json_describes_machine_model_and_checks(quick_run) -> None:
     assert scenarios["ingest"]["checks"]["stored vectors vs pure forward"]["chroma_min_cosine"] > 0.9999
     assert scenarios["onnx"]["checks"]["cosine to torch"]["images"]["onnxruntime fp32"]["min_cosine"] > 0.999
     server = scenarios["server"]["details"]
-    modes = {label: d for label, d in server.items() if "forward_passes" in d}
+    modes = {label: d for label, d in server.items() if isinstance(d, dict) and "forward_passes" in d}
     on = [d for label, d in modes.items() if "batching on" in label]
     off = [d for label, d in modes.items() if "batching off" in label]
     assert len(on) == len(off) == 3  # at 64, 256 and 1024 patches
@@ -82,7 +82,7 @@ def test_json_describes_machine_model_and_checks(quick_run) -> None:
         assert d["largest_batch_requests"] <= d["chosen_batch_size"]
         assert d["forward_passes"] >= d["requests"] / d["chosen_batch_size"]
     assert any(d["forward_passes"] < d["requests"] for d in on) or all(d["chosen_batch_size"] == 1 for d in on)
-    offline = [d for label, d in server.items() if "offline" in label]
+    offline = [d for label, d in server.items() if "offline" in label and isinstance(d, dict)]
     assert len(offline) == 3 and all(rate > 0 for d in offline for rate in d.values())
     labels = {c["label"] for c in scenarios["server"]["comparisons"]}
     assert sum("best offline" in label for label in labels) == 3 and any("p50" in label for label in labels)
