@@ -343,6 +343,13 @@ class Vectorizer:
             raise ValueError("the weighted text and image vectors cancel out; change the weights")
         return (total / norm).astype(np.float32)
 
+    def count_tokens(self, texts: Iterable[str]) -> list[int]:
+        """How many tokens each text is encoded with: special tokens included, after truncation at
+        ``text_max_length`` (the ``usage`` an embeddings API reports; what a server sorts texts into length
+        buckets by). Any string is counted, ``""`` included; a non-string raises ``InvalidTextError``."""
+        items = [validate_text(item, i, allow_empty=True) for i, item in enumerate(_as_list(texts, "texts"))]
+        return [len(ids) for ids in self._token_ids(items)] if items else []
+
     def encode_prepared(self, images: Sequence[PatchedImage], batch_size: int = 32) -> np.ndarray:
         """Encode images already decoded and patchified by :meth:`prepare_images` (servers prepare in request
         threads and queue the small uint8 patches instead of full-size images)."""
@@ -517,15 +524,7 @@ class Vectorizer:
         outputs = self._check_text_outputs(sparse, multivector)
         texts = [validate_text(item, position, allow_empty) for item, position in zip(items, positions)]
         unique = list(dict.fromkeys(texts))
-        # Cut absurdly long strings before tokenising: tokenisers process the whole string before truncating, and
-        # no real text needs more than ~32 characters per token to reach the limit.
-        char_limit = self.text_max_length * 32
-        token_ids = self.tokenizer(
-            [text[:char_limit] for text in unique],
-            truncation=True,
-            max_length=self.text_max_length,
-            return_attention_mask=False,
-        )["input_ids"] if unique else []
+        token_ids = self._token_ids(unique) if unique else []
         order = sorted(range(len(unique)), key=lambda i: len(token_ids[i]), reverse=True)
         vectors = np.empty((len(unique), self.dim), dtype=np.float32)
         lexical: list[SparseEmbedding] = [None] * len(unique)  # type: ignore[list-item]
@@ -581,6 +580,17 @@ class Vectorizer:
     @functools.cached_property
     def _sparse_excluded(self) -> np.ndarray:
         return sparse_excluded_ids(self.tokenizer)
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        # Cut absurdly long strings before tokenising: tokenisers process the whole string before truncating, and
+        # no real text needs more than ~32 characters per token to reach the limit.
+        char_limit = self.text_max_length * 32
+        return self.tokenizer(
+            [text[:char_limit] for text in texts],
+            truncation=True,
+            max_length=self.text_max_length,
+            return_attention_mask=False,
+        )["input_ids"]
 
     def _count(self, images: int = 0, texts: int = 0) -> None:
         with self._stats_lock:  # one Vectorizer may encode from several threads (e.g. a web server's pool)

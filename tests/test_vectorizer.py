@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bge_siglip_vectorizer import MissingProjectorError, ModelLoadError, Vectorizer, shared_vectorizer
+from bge_siglip_vectorizer import InvalidTextError, MissingProjectorError, ModelLoadError, Vectorizer, shared_vectorizer
 from bge_siglip_vectorizer.testing import make_tiny_model
 from bge_siglip_vectorizer.testing.images import sample_images
 
@@ -231,3 +231,14 @@ def test_encode_query_errors_name_what_is_wrong(bge_siglip_vectorizer):
         bge_siglip_vectorizer.encode_query(text=["a dog"])
     with pytest.raises(InvalidImageError, match="^image"):
         bge_siglip_vectorizer.encode_query(text="a dog", image=b"not an image")
+
+
+def test_count_tokens_is_what_the_text_tower_is_given(bge_siglip_vectorizer):
+    counts = bge_siglip_vectorizer.count_tokens(TEXTS + [""])
+    tokenizer, limit = bge_siglip_vectorizer.tokenizer, bge_siglip_vectorizer.text_max_length
+    assert counts == [len(tokenizer(t, truncation=True, max_length=limit)["input_ids"]) for t in TEXTS + [""]]
+    assert bge_siglip_vectorizer.count_tokens(["x " * (2 * limit)]) == [limit]  # truncated at the tower's limit
+    assert bge_siglip_vectorizer.count_tokens([]) == []
+    with pytest.raises(InvalidTextError) as info:
+        bge_siglip_vectorizer.count_tokens(["fine", 3])
+    assert info.value.index == 1
