@@ -27,10 +27,12 @@ _EXPORTS = {
     "ChromaDatasink": "sinks",
     "Target": "sinks",
     "WriteResult": "sinks",
+    "WRITE_TASK_ARGS": "sinks",
+    "RowColumns": "sinks",
     "open_writer": "sinks",
-    "ingest": "ingest",
-    "IngestOptions": "ingest",
-    "IngestReport": "ingest",
+    "ingest": "ingestion",
+    "IngestOptions": "ingestion",
+    "IngestReport": "ingestion",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

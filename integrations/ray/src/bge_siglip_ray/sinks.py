@@ -40,6 +40,9 @@ else:
 SCHEMES = ("qdrant", "chroma")
 #: Schemes the issue names whose adapters are not part of this release; they get a clear error, not "unknown".
 _NOT_YET = {"milvus": "bge-siglip-milvus", "lancedb": "bge-siglip-lancedb"}
+#: ``write_datasink(sink, ray_remote_args=WRITE_TASK_ARGS)``: a write task only hands its blocks to the writer
+#: actor, so it reserves no CPU; with the default (one CPU each) writes wait behind decode tasks for a free CPU.
+WRITE_TASK_ARGS = {"num_cpus": 0}
 #: How many error messages a result keeps (the count is always exact).
 KEEP_ERRORS = 100
 
@@ -91,17 +94,25 @@ class WriteResult:
 
 @dataclass(frozen=True)
 class RowColumns:
-    """The columns a writer reads: the vector, the id, the error; every other column is payload / metadata."""
+    """The columns a writer reads: the vector, the id, the error; every other column is payload / metadata.
+
+    ``image`` / ``text``: the columns the rows were embedded from, if the store has a place of its own for them
+    (Chroma: the image's path or URL as the URI, the text as the document); a row is an image row when it has an
+    image, as in :func:`~bge_siglip_ray.embed_dataset`.
+    """
 
     vector: str = "embedding"
     id: str = "id"
     error: str = "error"
+    image: str | None = None
+    text: str | None = None
     #: Never stored: raw image bytes (if a caller kept them) and Ray's internals.
     skip: tuple[str, ...] = ("bytes",)
 
 
 class Writer(Protocol):
-    def upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None: ...
+    def upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]],
+               documents: list[str | None], uris: list[str | None]) -> None: ...
     def count(self) -> int: ...
     def close(self) -> None: ...
 
@@ -146,7 +157,8 @@ class QdrantWriter:
         if not client.collection_exists(self.collection):
             self.db.create_collection(self.collection)
 
-    def upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None:
+    def upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]],
+               documents: list[str | None], uris: list[str | None]) -> None:
         from qdrant_client import models
 
         points = [models.PointStruct(id=i, vector=v.tolist(), payload=p) for i, v, p in zip(ids, vectors, payloads)]
@@ -162,8 +174,8 @@ class QdrantWriter:
 class ChromaWriter:
     """Through ``BGESigLIPEmbeddingFunction``: the collection is created (or opened) with our function and data
     loader, so later queries embed with the same model, and rows are upserted with their precomputed embeddings.
-    Text rows' ``text`` becomes the document and image rows' ``source`` the URI, as a Chroma user would write them;
-    the other columns are metadata (Chroma keeps str, int, float and bool values)."""
+    A text row's text becomes the document and an image row's path or URL its URI, as a Chroma user would write
+    them; the columns are metadata too (Chroma keeps str, int, float and bool values)."""
 
     def __init__(self, target: Target, model: str, options: dict[str, Any]) -> None:
         _require("bge_siglip_chroma", "chroma")
@@ -183,9 +195,8 @@ class ChromaWriter:
             target.collection, embedding_function=function, data_loader=ImageURILoader()
         )
 
-    def upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None:
-        documents = [p.get("text") if p.get("modality") == "text" else None for p in payloads]
-        uris = [p.get("source") if p.get("modality") == "image" else None for p in payloads]
+    def upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]],
+               documents: list[str | None], uris: list[str | None]) -> None:
         metadatas = [{k: v for k, v in p.items() if isinstance(v, (str, int, float, bool))} or None for p in payloads]
         self.collection.upsert(ids=ids, embeddings=vectors, metadatas=metadatas,
                                documents=documents if any(documents) else None, uris=uris if any(uris) else None)
@@ -231,7 +242,11 @@ def write_table(writer: Writer, table: pa.Table, columns: RowColumns = RowColumn
         matrix = np.asarray(flat.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(keep), -1)
         payloads = [{k: v for k, v in payload_rows[i].items() if v is not None and not isinstance(v, bytes)}
                     for i in keep]
-        writer.upsert([ids[i] for i in keep], matrix, payloads)
+        images = table.column(columns.image).to_pylist() if columns.image in names else [None] * table.num_rows
+        texts = table.column(columns.text).to_pylist() if columns.text in names else [None] * table.num_rows
+        documents = [texts[i] if images[i] is None else None for i in keep]
+        uris = [images[i] if isinstance(images[i], str) else None for i in keep]
+        writer.upsert([ids[i] for i in keep], matrix, payloads, documents, uris)
         result.written = len(keep)
     return result
 
@@ -266,7 +281,8 @@ class _WriterActor:
 class StoreDatasink(_DatasinkBase):
     """A Ray ``Datasink`` writing embedded rows (from :func:`~bge_siglip_ray.embed_dataset` with
     ``id_column="id"``) into a store through its adapter: ``ds.write_datasink(StoreDatasink("qdrant:./db#photos",
-    model))``. After the write, :attr:`result` holds the rows written and the errors of the rows left out.
+    model), ray_remote_args=WRITE_TASK_ARGS)``. After the write, :attr:`result` holds the rows written and the
+    errors of the rows left out.
 
     ``options`` are the VectorizerOptions the adapter loads the model with (it checks the model and creates the
     collection with the model's dimension; the vectors themselves come from the rows).
@@ -283,6 +299,7 @@ class StoreDatasink(_DatasinkBase):
         self.result = WriteResult()
         # Named, so write tasks find it whether they were shipped before or after on_write_start ran.
         self._actor_name = f"bge-siglip-writer-{uuid.uuid4().hex}"
+        self._handle = None
 
     def on_write_start(self, schema: Any = None) -> None:
         import ray
@@ -293,6 +310,7 @@ class StoreDatasink(_DatasinkBase):
         actor = ray.remote(num_cpus=0, scheduling_strategy=here, max_concurrency=1)(_WriterActor).options(
             name=self._actor_name).remote(self.target, self.model, self.options, self.columns)
         ray.get(actor.ready.remote())
+        self._handle = actor  # a named actor still dies with its last handle: this one lives until the job ends
 
     def _actor(self):
         import ray
@@ -331,6 +349,7 @@ class StoreDatasink(_DatasinkBase):
             ray.get(actor.close.remote())
         finally:
             ray.kill(actor)
+            self._handle = None
 
     def on_write_complete(self, write_result: Any) -> None:
         for returned in getattr(write_result, "write_returns", write_result) or []:

@@ -156,6 +156,12 @@ def run_ingest(options: IngestOptions, model_options: VectorizerOptions | None =
     return report
 
 
+def _row_columns(columns):
+    from .sinks import RowColumns
+
+    return RowColumns(image=columns.image, text=columns.text)
+
+
 def _progress(total: int, show: bool):
     from tqdm.auto import tqdm
 
@@ -183,7 +189,7 @@ def _in_process(options: IngestOptions, table: "pa.Table", columns, settings: di
                 prepared = pending.result()  # type: ignore[union-attr]
                 # Decode the next chunk while this one is in the model.
                 pending = ahead.submit(step, chunks[index + 1]) if index + 1 < len(chunks) else None
-                result = write_table(writer, embed(prepared))
+                result = write_table(writer, embed(prepared), _row_columns(columns))
                 total.add(result)
                 bar.update(result.written + result.failed)
                 bar.set_postfix(errors=total.failed, refresh=False)
@@ -198,8 +204,9 @@ def _typed(error: BaseException) -> BaseException:
     is a remote traceback), else ``error`` itself."""
     from bge_siglip_vectorizer import InvalidInputError
 
-    if isinstance(error, InvalidInputError):
-        return type(error)(error.reason, index=error.index, source=error.source)
+    original = getattr(error, "cause", error)  # RayTaskError keeps the exception raised in the task as .cause
+    if isinstance(original, InvalidInputError):
+        return type(original)(original.reason, index=original.index, source=original.source)
     return error
 
 
@@ -207,7 +214,7 @@ def _on_ray(options: IngestOptions, table: "pa.Table", columns, settings: dict[s
     import ray
 
     from .embed import embed_dataset
-    from .sinks import StoreDatasink
+    from .sinks import WRITE_TASK_ARGS, StoreDatasink
 
     if not ray.is_initialized():
         ray.init(address=None if options.ray == "local" else options.ray, include_dashboard=False)
@@ -221,7 +228,7 @@ def _on_ray(options: IngestOptions, table: "pa.Table", columns, settings: dict[s
         source_column=None, id_column="id", on_error=columns.on_error, batch_size=options.batch_size,
         concurrency=options.concurrency, num_gpus=options.num_gpus, **settings,
     )
-    sink = StoreDatasink(options.into, options.model, **settings)
+    sink = StoreDatasink(options.into, options.model, columns=_row_columns(columns), **settings)
     done = threading.Event()
 
     def poll(bar) -> None:
@@ -234,7 +241,7 @@ def _on_ray(options: IngestOptions, table: "pa.Table", columns, settings: dict[s
         watcher = threading.Thread(target=poll, args=(bar,), daemon=True)
         watcher.start()
         try:
-            ds.write_datasink(sink)
+            ds.write_datasink(sink, ray_remote_args=WRITE_TASK_ARGS)
         except Exception as exc:  # noqa: BLE001 - unwrapped to the typed error of the item, if that is the cause
             typed = _typed(exc)
             if typed is exc:
