@@ -21,11 +21,19 @@ from .errors import (  # noqa: E402
     UnsupportedImageTypeError,
 )
 from .cli import Command  # noqa: E402
+from .ids import ID_NAMESPACE, content_id  # noqa: E402
 from .inputs import ImageLimits, list_image_files, load_base64_image, validate_text  # noqa: E402
 from .options import add_options, check_options, option, options_from_args  # noqa: E402
 from .preprocess import PatchedImage  # noqa: E402
 from .text_outputs import SparseEmbedding, TextEncodings  # noqa: E402
-from .vectorizer import MODEL_NAME, EncodeStats, Vectorizer, VectorizerOptions, shared_vectorizer  # noqa: E402
+from .vectorizer import (  # noqa: E402
+    MODEL_NAME,
+    EncodeStats,
+    ImagePreparer,
+    Vectorizer,
+    VectorizerOptions,
+    shared_vectorizer,
+)
 
 __all__ = [
     "__version__",
@@ -35,6 +43,9 @@ __all__ = [
     "EncodeStats",
     "shared_vectorizer",
     "PatchedImage",
+    "ImagePreparer",
+    "content_id",
+    "ID_NAMESPACE",
     "SparseEmbedding",
     "TextEncodings",
     "ImageLimits",

@@ -41,7 +41,7 @@ def test_json_has_every_scenario_with_numbers(quick_run) -> None:
     _, out, _ = quick_run
     report = json.loads((out / "bench.json").read_text())
     assert report["schema"] == "bge-siglip-bench/1" and report["quick"] is True
-    assert set(report["scenarios"]) == set(NAMES) and len(NAMES) == 7
+    assert set(report["scenarios"]) == set(NAMES) and len(NAMES) == 8
     for name, scenario in report["scenarios"].items():
         assert scenario["status"] == "ok", (name, scenario["error"], scenario["details"].get("traceback"))
         assert scenario["measurements"], name
@@ -91,6 +91,8 @@ def test_json_describes_machine_model_and_checks(quick_run) -> None:
     labels = {c["label"] for c in scenarios["server"]["comparisons"]}
     assert sum("best offline" in label for label in labels) == 3 and any("p50" in label for label in labels)
     assert set(scenarios["scaling"]["details"]["curves"]) == {"64", "256", "1024"}
+    assert scenarios["ray"]["checks"]["Ray vectors vs in-process"]["ok"] is True
+    assert scenarios["ray"]["details"]["decode_images_per_s_per_cpu"] > 0
 
 
 def test_scenario_selection_by_name_or_number() -> None:
