@@ -52,8 +52,9 @@ def test_every_input_kind_gives_the_same_vector(bge_siglip_vectorizer, picture, 
     vectors = bge_siglip_vectorizer.encode_images(inputs)
     assert vectors.shape == (len(inputs), bge_siglip_vectorizer.dim) and vectors.dtype == np.float32
     np.testing.assert_allclose(vectors, np.broadcast_to(vectors[0], vectors.shape), atol=1e-6)
-    # A URL served over real HTTP decodes to the served file's image.
-    served = bge_siglip_vectorizer.encode_images([f"{image_server}/ok.png", sample_image(96, 64, seed=7)])
+    # A URL served over real HTTP decodes to the served file's image (the test server is on loopback: allowed here).
+    local = Vectorizer(bge_siglip_vectorizer.components, allow_private_urls=["127.0.0.1"])
+    served = local.encode_images([f"{image_server}/ok.png", sample_image(96, 64, seed=7)])
     np.testing.assert_allclose(served[0], served[1], atol=1e-6)
 
 
@@ -146,21 +147,25 @@ def test_unsupported_url_scheme(bge_siglip_vectorizer, png):
     _fails(bge_siglip_vectorizer, [png, "ftp://example.com/a.png"], ImageFetchError, 1, "unsupported URL scheme 'ftp'")
 
 
-def test_url_errors(bge_siglip_vectorizer, image_server):
-    _fails(bge_siglip_vectorizer, [f"{image_server}/missing.png"], ImageFetchError, 0, "HTTP 404", "/missing.png")
+LOOPBACK = ImageLimits(allow_private_urls=("127.0.0.1",))  # the test server's address, allowed explicitly
+
+
+def test_url_errors(bge_siglip_model_dir, image_server):
+    local = Vectorizer.from_pretrained(bge_siglip_model_dir, allow_private_urls=True)
+    _fails(local, [f"{image_server}/missing.png"], ImageFetchError, 0, "HTTP 404", "/missing.png")
 
 
 def test_url_too_large(image_server):
-    image = load_image(f"{image_server}/big.png")
+    image = load_image(f"{image_server}/big.png", 0, LOOPBACK)
     assert image.size == (900, 900)
     with pytest.raises(ImageTooLargeError) as info:
-        load_image(f"{image_server}/big.png", 4, ImageLimits(max_download_bytes=10_000))
+        load_image(f"{image_server}/big.png", 4, ImageLimits(max_download_bytes=10_000, allow_private_urls=True))
     assert "exceeds the cap of 10,000 bytes" in str(info.value) and info.value.index == 4
 
 
 def test_url_too_slow(image_server):
     with pytest.raises(ImageFetchError) as info:
-        load_image(f"{image_server}/slow.png", 0, ImageLimits(url_timeout_s=0.5))
+        load_image(f"{image_server}/slow.png", 0, ImageLimits(url_timeout_s=0.5, allow_private_urls=True))
     assert "timed out" in str(info.value)
 
 
@@ -231,7 +236,7 @@ def test_load_base64_image_never_opens_paths_or_urls(png, tmp_path, image_server
     assert load_base64_image(url_safe).size == (120, 80)
     path = tmp_path / "secret.png"
     path.write_bytes(png)
-    for remote_controlled in (str(path), path.as_uri(), f"{image_server}/ok.png"):
+    for remote_controlled in (str(path), path.as_uri(), f"{image_server}/ok.png", "http://127.0.0.1:1/x.png"):
         with pytest.raises(InvalidImageError, match="bad base64"):
             load_base64_image(remote_controlled, 0)
     with pytest.raises(InvalidImageError, match="expected a base64 string"):
@@ -242,7 +247,7 @@ def test_load_base64_image_never_opens_paths_or_urls(png, tmp_path, image_server
 
 def test_malformed_urls_are_typed_errors(bge_siglip_vectorizer, png):
     _fails(bge_siglip_vectorizer, [png, "http://[::1/x.png"], ImageFetchError, 1, "malformed URL")
-    _fails(bge_siglip_vectorizer, ["http://\x00/x.png"], ImageFetchError, 0, "download failed")
+    _fails(bge_siglip_vectorizer, ["http://\x00/x.png"], ImageFetchError, 0, "malformed URL", "invalid host")
 
 
 def test_unencodable_text_is_a_typed_error_naming_the_item(bge_siglip_vectorizer):
