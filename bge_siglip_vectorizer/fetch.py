@@ -118,9 +118,9 @@ def _special_kind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | No
             if kind is not None or ip.ipv4_mapped:
                 return kind
     for kind, test in (("loopback", ip.is_loopback), ("unspecified", ip.is_unspecified),
-                       ("link-local", ip.is_link_local), ("multicast", ip.is_multicast),
+                       ("link-local", ip.is_link_local), ("multicast", ip.is_multicast), ("reserved", ip.is_reserved),
                        ("unique-local", ip.version == 6 and ip in _UNIQUE_LOCAL), ("private", ip.is_private),
-                       ("reserved", ip.is_reserved), ("non-public", not ip.is_global)):
+                       ("non-public", not ip.is_global)):
         if test:
             return kind
     return None

@@ -28,6 +28,8 @@ import base64
 import binascii
 import contextlib
 import contextvars
+import ctypes
+import functools
 import io
 import os
 import re
@@ -238,7 +240,10 @@ class OpenedImage:
             self._full_size = full
 
     def decode(self) -> DecodedImage:
-        """Decode (full or reduced), apply EXIF orientation, convert to RGB; typed errors naming the item."""
+        """Decode (full or reduced), apply EXIF orientation, convert to RGB; typed errors naming the item.
+
+        Once only: the decoded pixels are handed over (this object keeps no reference), so they are freed as soon
+        as the caller drops the result."""
         try:
             with _pixel_guard(self._limits.max_pixels):
                 if self._array is not None:
@@ -246,6 +251,7 @@ class OpenedImage:
                 else:
                     image = self._image
                     image.load()
+                self._image = self._array = None
                 box, size = self._box, self._full_size or image.size
                 method = _TRANSPOSE.get(_orientation(image))
                 if method is not None:
@@ -312,6 +318,30 @@ def _check_pixels(width: int, height: int, index: int | None, source: str | None
         raise ImageTooLargeError(_too_many_pixels(width, height, limits.max_pixels), index=index, source=source)
     if width < 1 or height < 1:
         raise InvalidImageError(f"image has no pixels ({width}x{height})", index=index, source=source)
+
+
+#: Decodes holding more pixels than this give the freed memory back to the OS afterwards (see
+#: :func:`release_freed_memory`); smaller ones are not worth the call.
+TRIM_PIXELS = 4_000_000
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim  # glibc
+    except (OSError, AttributeError):
+        return None
+
+
+def release_freed_memory() -> None:
+    """Return freed heap memory to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    Why: glibc gives every thread a heap of its own and keeps what is freed there. Each decode thread that once
+    decoded a big image would keep its size resident for good: measured here, four threads decoding one 24 MP PNG
+    each, one at a time, grew the resident memory by 386 MB instead of ~100 MB."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class PixelBudget:

@@ -31,7 +31,17 @@ from ._version import __version__
 from .backends import BACKENDS, Backend, make_backend, needs_torch_weights
 from .errors import InvalidImageError, InvalidInputError
 from .fetch import fetch_url, is_url, normalize_private_allowance, parse_private_allowance
-from .inputs import DEFAULT_LIMITS, FetchedImage, ImageInput, ImageLimits, PixelBudget, open_image, validate_text
+from .inputs import (
+    DEFAULT_LIMITS,
+    TRIM_PIXELS,
+    FetchedImage,
+    ImageInput,
+    ImageLimits,
+    PixelBudget,
+    open_image,
+    release_freed_memory,
+    validate_text,
+)
 from .loading import (
     DEFAULT_TEXT_TOWER,
     DEFAULT_VISION_TOWER,
@@ -395,9 +405,12 @@ class Vectorizer:
             with open_image(item, position, self.limits) as opened:
                 if not self.options.exact_preprocessing:
                     opened.reduce_for(self._reduced_size)
-                # Held from decode to the small patches: the full-size pixels live only inside this block.
-                with self.decode_budget.reserve(opened.pixels):
+                pixels = opened.pixels
+                # Held from decode to the small patches: the decoded pixels live only inside this block.
+                with self.decode_budget.reserve(pixels):
                     patched = patchify(opened.decode(), self.preprocessing)
+                    if pixels >= TRIM_PIXELS:
+                        release_freed_memory()
         except InvalidInputError:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever PIL/numpy/httpx raise, the caller learns which item

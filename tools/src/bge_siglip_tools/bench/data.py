@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Callable, Iterable, TypeVar
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
+
+from bge_siglip_vectorizer.testing.images import photo_image
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -63,27 +65,9 @@ QUICK = tuple(
 
 
 def photo_like(spec: ImageSpec, seed: int) -> Image.Image:
-    """A deterministic synthetic photo: smooth colour field + shapes + noise, in ``spec.mode``."""
-    rng = np.random.default_rng(seed)
-    w, h = spec.width, spec.height
-    coarse = rng.integers(0, 256, size=(max(2, h // 64), max(2, w // 64), 3), dtype=np.uint8)
-    image = Image.fromarray(coarse, "RGB").resize((w, h), Image.Resampling.BICUBIC)
-    draw = ImageDraw.Draw(image)
-    for _ in range(6):
-        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
-        x1, y1 = x0 + int(rng.integers(w // 20 + 1, w // 3 + 2)), y0 + int(rng.integers(h // 20 + 1, h // 3 + 2))
-        colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x0, y0, x1, y1), fill=colour)
-    noise = Image.effect_noise((w, h), 24).convert("RGB")
-    image = Image.blend(image, noise, 0.12)
-    if spec.mode == "RGBA":
-        alpha = Image.linear_gradient("L").resize((w, h))
-        image = image.convert("RGBA")
-        image.putalpha(alpha)
-        return image
-    if spec.mode == "P":
-        return image.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
-    return image.convert(spec.mode)
+    """A deterministic synthetic photo (smooth colour field + shapes + noise) in ``spec.mode``: the core's test
+    generator, so the benchmark and the fidelity tests see the same kind of picture."""
+    return photo_image(spec.width, spec.height, spec.mode, seed)
 
 
 def specs_for(n: int, quick: bool) -> list[ImageSpec]:
