@@ -554,17 +554,24 @@ def _open_bytes(data: bytes, index: int | None, source: str | None, limits: Imag
 _HEIF_LOCK = threading.Lock()
 
 
-def _format_hint(head: bytes) -> str | None:
-    """For a format PIL cannot open here: what to install. Registers pillow-heif's opener when it is installed."""
+def _missing_plugin(head: bytes) -> str | None:
+    """For HEIC/HEIF and AVIF files (by their ISO-BMFF brand): what to install if PIL cannot decode them here, else
+    None. Registers pillow-heif's opener with PIL on first need, when it is installed."""
     if head[4:8] != b"ftyp":
         return None
     brand = head[8:12]
-    if brand in _AVIF_BRANDS:
-        return "AVIF needs Pillow built with AVIF support (Pillow >= 11.3 wheels) or pillow-heif: pip install " \
+    if brand in _AVIF_BRANDS and not _pillow_has("avif"):
+        return "AVIF needs a Pillow with AVIF support (the Pillow >= 11.3 wheels) or pillow-heif: pip install " \
                "'bge-siglip-vectorizer[heif]'"
-    if brand in _HEIF_BRANDS:
+    if brand in _HEIF_BRANDS and not _register_heif():
         return "HEIC/HEIF images need pillow-heif: pip install 'bge-siglip-vectorizer[heif]'"
     return None
+
+
+def _pillow_has(feature: str) -> bool:
+    from PIL import features
+
+    return bool(features.check(feature))
 
 
 def _register_heif() -> bool:
@@ -583,9 +590,7 @@ def _register_heif() -> bool:
 def _open_stream(fp: Any, index: int | None, source: str | None, limits: ImageLimits) -> OpenedImage:
     head = fp.read(16)
     fp.seek(0)
-    hint = _format_hint(head)
-    if hint is not None and head[8:12] in _HEIF_BRANDS:
-        _register_heif()
+    hint = _missing_plugin(head)
     try:
         with _pixel_guard(limits.max_pixels):
             image = Image.open(fp)

@@ -427,3 +427,33 @@ def test_decode_budget_bounds_memory_whatever_the_batch(bge_siglip_model_dir):
     assert result.returncode == 0, result.stderr
     grown_mb = float(result.stdout.split()[-1])
     assert grown_mb < 160, f"peak RSS grew by {grown_mb:.0f} MB for 4 x 16 MP with a one-image budget"
+
+
+# ------------------------------------------------------------------------------------------------ text files
+def test_non_utf8_texts_file_is_a_typed_error_naming_file_and_line(bge_siglip_model_dir, tmp_path, capsys):
+    from bge_siglip_vectorizer.cli import main
+
+    texts = tmp_path / "texts.txt"
+    texts.write_bytes("eins\nzwei\nKäse\n".encode("latin-1"))  # 'ä' as one byte 0xe4: not UTF-8
+    assert main(["encode", "--model", str(bge_siglip_model_dir), "--texts-file", str(texts)]) == 1
+    assert f"{texts}:3: not valid UTF-8 (byte 0xe4 at column 2)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, content", [
+    ("captions.jsonl", b'{"image": "a.png", "caption": "ok"}\n\n{"image": "a.png", "caption": "caf\xe9"}\n'),
+    ("captions.csv", b"image,caption\na.png,ok\na.png,caf\xe9\n"),
+])
+def test_non_utf8_training_files_are_data_errors_naming_file_and_line(tmp_path, name, content):
+    from bge_siglip_vectorizer.errors import DataError
+    from bge_siglip_vectorizer.training.data import read_examples
+
+    (tmp_path / "a.png").write_bytes(OK_PNG)
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DataError, match=rf"{name}:3: not valid UTF-8 \(byte 0xe9 at column"):
+        read_examples(tmp_path / name)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "x.png").write_bytes(OK_PNG)
+    (folder / "x.txt").write_bytes(b"\xff\xfe caption")
+    with pytest.raises(DataError, match=r"x.txt:1: not valid UTF-8 \(byte 0xff at column 1\)"):
+        read_examples(folder)

@@ -255,3 +255,33 @@ def test_unencodable_text_is_a_typed_error_naming_the_item(bge_siglip_vectorizer
         with pytest.raises(InvalidTextError) as info:
             bge_siglip_vectorizer.encode_texts(["fine", bad])
         assert info.value.index == 1 and "surrogate" in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------------ formats users have
+def test_heic_avif_and_large_png_screenshots_decode(bge_siglip_vectorizer, tmp_path):
+    pillow_heif = pytest.importorskip("pillow_heif")  # in the test extra; what the [heif] extra adds for users
+
+    from bge_siglip_vectorizer.testing.images import photo_image
+
+    photo = photo_image(640, 480, seed=5)
+    heic = tmp_path / "photo.heic"
+    pillow_heif.from_pillow(photo).save(heic, quality=95)  # written without registering PIL's opener
+    avif = tmp_path / "photo.avif"
+    photo.save(avif, quality=95)
+    screenshot = tmp_path / "screen.png"
+    photo_image(2560, 1440, "RGBA", seed=6).save(screenshot)
+    vectors = bge_siglip_vectorizer.encode_images([photo, heic, avif, screenshot])
+    assert (vectors[0] @ vectors[1]) > 0.99 and (vectors[0] @ vectors[2]) > 0.99  # lossy copies of one picture
+    assert load_image(screenshot).size == (2560, 1440)
+
+
+def test_a_missing_heif_plugin_is_named(bge_siglip_vectorizer, monkeypatch):
+    from PIL import Image as PILImage
+
+    from bge_siglip_vectorizer import inputs
+
+    heic = b"\x00\x00\x00\x1cftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
+    monkeypatch.setattr(inputs, "_register_heif", lambda: False)  # as without pillow-heif
+    monkeypatch.setattr(PILImage, "ID", [name for name in PILImage.ID if name != "HEIF"])
+    _fails(bge_siglip_vectorizer, [heic], InvalidImageError, 0, "HEIC/HEIF images need pillow-heif",
+           "bge-siglip-vectorizer[heif]")
