@@ -20,10 +20,17 @@ from .errors import (  # noqa: E402
     UnsupportedImageTypeError,
 )
 from .cli import Command  # noqa: E402
-from .inputs import ImageLimits, list_image_files, load_base64_image, validate_text  # noqa: E402
+from .inputs import ImageLimits, decode_base64, list_image_files, load_base64_image, validate_text  # noqa: E402
 from .options import add_options, check_options, option, options_from_args  # noqa: E402
 from .preprocess import PatchedImage  # noqa: E402
-from .vectorizer import MODEL_NAME, EncodeStats, Vectorizer, VectorizerOptions, shared_vectorizer  # noqa: E402
+from .vectorizer import (  # noqa: E402
+    MODEL_NAME,
+    EncodeStats,
+    Vectorizer,
+    VectorizerOptions,
+    available_cpus,
+    shared_vectorizer,
+)
 
 __all__ = [
     "__version__",
@@ -36,6 +43,8 @@ __all__ = [
     "ImageLimits",
     "list_image_files",
     "load_base64_image",
+    "decode_base64",
+    "available_cpus",
     "validate_text",
     "Command",
     "option",

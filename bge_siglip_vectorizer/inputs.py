@@ -426,7 +426,14 @@ def load_base64_image(text: Any, index: int | None = None, limits: ImageLimits =
         return opened.decode().image
 
 
-def _open_base64(text: Any, index: int | None, limits: ImageLimits) -> OpenedImage:
+def decode_base64(text: Any, index: int | None = None) -> bytes:
+    """The file bytes in a base64 string or ``data:image/...;base64,`` URI (line-wrapped and URL-safe base64 too),
+    or an ``InvalidImageError`` naming the item. Never a path or URL: servers pass the result to
+    ``Vectorizer.prepare_images`` / ``encode_images``, which then decode it like any bytes (reduced, budgeted)."""
+    return _base64_payload(text, index)[0]
+
+
+def _base64_payload(text: Any, index: int | None) -> tuple[bytes, str]:
     if not isinstance(text, str):
         raise InvalidImageError(f"expected a base64 string, got {type(text).__name__}", index=index)
     stripped = text.strip()
@@ -438,7 +445,12 @@ def _open_base64(text: Any, index: int | None, limits: ImageLimits) -> OpenedIma
     if not stripped:
         raise InvalidImageError("empty image string", index=index)
     source = text.strip() if data_uri else "<base64>"
-    return _open_bytes(_b64decode(stripped, index, source), index, source, limits)
+    return _b64decode(stripped, index, source), source
+
+
+def _open_base64(text: Any, index: int | None, limits: ImageLimits) -> OpenedImage:
+    data, source = _base64_payload(text, index)
+    return _open_bytes(data, index, source, limits)
 
 
 def _open_string(text: str, index: int | None, limits: ImageLimits) -> OpenedImage:

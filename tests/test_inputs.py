@@ -285,3 +285,45 @@ def test_a_missing_heif_plugin_is_named(bge_siglip_vectorizer, monkeypatch):
     monkeypatch.setattr(PILImage, "ID", [name for name in PILImage.ID if name != "HEIF"])
     _fails(bge_siglip_vectorizer, [heic], InvalidImageError, 0, "HEIC/HEIF images need pillow-heif",
            "bge-siglip-vectorizer[heif]")
+
+
+def test_decode_base64_gives_the_file_bytes_and_never_opens_paths(bge_siglip_vectorizer, png, tmp_path):
+    from bge_siglip_vectorizer import decode_base64
+
+    b64 = base64.b64encode(png).decode()
+    assert decode_base64(b64) == decode_base64(f"data:image/png;base64,{b64}") == png
+    path = tmp_path / "secret.png"
+    path.write_bytes(png)
+    with pytest.raises(InvalidImageError, match="bad base64"):
+        decode_base64(str(path), 3)
+    # What a server does with it: bytes through the normal path (reduced decoding, pixel budget).
+    vectors = bge_siglip_vectorizer.encode_images([decode_base64(b64), png])
+    np.testing.assert_array_equal(vectors[0], vectors[1])
+
+
+def test_decode_threads_follow_the_usable_cpus(tmp_path, monkeypatch):
+    from bge_siglip_vectorizer import available_cpus
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
+    monkeypatch.setattr("pathlib.Path.read_text", _fake_cgroup(tmp_path, Path.read_text))
+    assert available_cpus(tmp_path / "none") == 8  # no cgroup files: the affinity mask
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v2" / "cpu.max").write_text("150000 100000\n")  # a quota of 1.5 CPUs
+    assert available_cpus(tmp_path / "v2") == 2
+    (tmp_path / "v2" / "cpu.max").write_text("max 100000\n")
+    assert available_cpus(tmp_path / "v2") == 8
+    (tmp_path / "v1" / "cpu").mkdir(parents=True)
+    (tmp_path / "v1" / "cpu" / "cpu.cfs_quota_us").write_text("300000\n")
+    (tmp_path / "v1" / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert available_cpus(tmp_path / "v1") == 3
+
+
+def _fake_cgroup(root, read_text):
+    """/proc/self/cgroup as in a container (its own cgroup namespace: "0::/"); other files as they are."""
+
+    def fake(self, *args, **kwargs):
+        if str(self) == "/proc/self/cgroup":
+            return "0::/\n"
+        return read_text(self, *args, **kwargs)
+
+    return fake
