@@ -513,7 +513,7 @@ def _b64decode(text: str, index: int | None, source: str) -> bytes:
 
 
 _FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
-               (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
+               (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO, a named pipe"), (stat.S_ISSOCK, "a socket"))
 
 
 def _not_regular(mode: int) -> str | None:

@@ -232,8 +232,11 @@ class Vectorizer:
 
         Keyword arguments are the fields of :class:`VectorizerOptions`: ``device``, ``dtype``, ``backend``
         (``"torch"``, or ``"onnx"`` / ``"onnx-int8"`` for graphs written by ``bge-siglip export-onnx``),
-        ``max_num_patches`` (default: the saved value, 256; trades image detail for speed), ``max_image_pixels``,
-        ``allow_urls``, ``url_timeout_s``, ``num_workers``.
+        ``max_num_patches`` (default: the saved value, 256; trades image detail for speed), ``exact_preprocessing``
+        (full decodes, tensors bit-identical to transformers' processor; default: JPEGs decode reduced), the limits
+        ``max_image_pixels``, ``allow_urls``, ``url_timeout_s``, ``allow_private_urls`` (URLs to internal addresses
+        are refused unless allowed), ``allow_local_files``, ``max_download_bytes``, ``max_file_bytes``,
+        ``decode_budget_pixels``, and the threads ``num_workers`` (decoding), ``fetch_workers`` (URL downloads).
         """
         settings = VectorizerOptions(**options)
         components = load_components(

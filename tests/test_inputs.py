@@ -108,17 +108,19 @@ def test_directory_is_not_an_image(bge_siglip_vectorizer, png, tmp_path):
     _fails(bge_siglip_vectorizer, [png, tmp_path], InvalidImageError, 1, "directory", str(tmp_path))
 
 
-def test_unreadable_file(bge_siglip_vectorizer, png, tmp_path):
-    # A FIFO with no writer cannot be read as a file; open() on a socket path fails likewise.
+def test_sockets_are_not_image_files(bge_siglip_vectorizer, png, tmp_path):
+    # Only regular files are opened (FIFOs, devices: tests/test_hostile_inputs.py).
     import socket
 
     path = tmp_path / "sock"
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(path))
     try:
-        _fails(bge_siglip_vectorizer, [png, png, str(path)], InvalidImageError, 2, "unreadable", str(path))
+        _fails(bge_siglip_vectorizer, [png, png, str(path)], InvalidImageError, 2, "not a regular file (a socket)",
+               str(path))
     finally:
         sock.close()
+
 
 
 def test_not_an_image(bge_siglip_vectorizer, png, tmp_path):
