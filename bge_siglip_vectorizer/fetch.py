@@ -173,20 +173,23 @@ def _dns_pool() -> ThreadPoolExecutor:
         return _DNS_POOL
 
 
+def _system_resolve(host: str, port: int) -> list[str]:
+    # Numeric forms such as "127.1" or "2130706433" come back from getaddrinfo as the address they denote.
+    infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
 def _lookup(host: str, port: int, deadline: float, resolver: Resolver | None) -> list[str]:
     try:
         return [str(ipaddress.ip_address(host))]  # a literal address needs no lookup
     except ValueError:
         pass
-    if resolver is not None:
-        return list(resolver(host, port))
-    future = _dns_pool().submit(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
+    # On a helper thread, waited for at most the time left: getaddrinfo (or an injected resolver) has no timeout.
+    future = _dns_pool().submit(resolver or _system_resolve, host, port)
     try:
-        infos = future.result(timeout=_left(deadline))
+        return list(future.result(timeout=_left(deadline)))
     except FutureTimeout:
         raise _Expired() from None
-    # Numeric forms such as "127.1" or "2130706433" come back from getaddrinfo as the address they denote.
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 # ------------------------------------------------------------------------------------------- the transport

@@ -170,6 +170,15 @@ def test_slow_redirect_chain_stops_at_the_total_deadline(hostile):
                  ImageFetchError, 3 + SLACK_S, "timed out after 3s")
 
 
+def test_a_hanging_name_lookup_stops_at_the_deadline():
+    def stuck(host: str, port: int) -> list[str]:  # a resolver that answers after 5 s
+        time.sleep(5)
+        return ["93.184.216.34"]
+
+    _fetch_fails("http://slow-dns.test/x.png", ImageLimits(url_timeout_s=1, resolver=stuck), ImageFetchError,
+                 1 + SLACK_S, "timed out after 1s")
+
+
 def test_redirects_are_capped_at_five_hops(hostile):
     _Hostile.hits.clear()
     _fetch_fails(f"{hostile}/redirect/0", LOCAL, ImageFetchError, SLACK_S, "too many redirects (more than 5)")
