@@ -315,7 +315,8 @@ def _too_many_pixels(width: int, height: int, limit: int) -> str:
 
 def _check_pixels(width: int, height: int, index: int | None, source: str | None, limits: ImageLimits) -> None:
     if width * height > limits.max_pixels:
-        raise ImageTooLargeError(_too_many_pixels(width, height, limits.max_pixels), index=index, source=source)
+        raise ImageTooLargeError(_too_many_pixels(width, height, limits.max_pixels), index=index,
+                                 source=source)
     if width < 1 or height < 1:
         raise InvalidImageError(f"image has no pixels ({width}x{height})", index=index, source=source)
 

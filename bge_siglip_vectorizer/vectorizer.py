@@ -3,8 +3,9 @@
 Images stream through a thread pool (decode -> RGB -> NaFlex resize -> uint8 patches) one window ahead of the
 model, so decoding overlaps the forward pass. URLs are downloaded first on threads of their own call (at most
 ``fetch_workers`` at once), so a slow server holds no decode thread and delays no other call's images; large
-decodes share a budget of pixels in flight (``decode_budget_pixels``), so memory is bounded whatever the batch. Within a window, items are de-duplicated by content (identical inputs
-get bit-identical vectors and are computed once) and sorted by patch count, so each batch pads little. Texts are
+decodes share a budget of pixels in flight (``decode_budget_pixels``), so memory is bounded whatever the batch.
+Within a window, items are de-duplicated by content (identical inputs get bit-identical vectors and are computed
+once) and sorted by patch count, so each batch pads little. Texts are
 tokenised in one call, de-duplicated, sorted by length and batched the same way. Every item is validated on the way;
 the first bad one in input order raises a typed error naming its index, and no vectors are returned.
 """
@@ -150,7 +151,8 @@ class VectorizerOptions:
                                                           f"{DEFAULT_LIMITS.max_file_bytes:,})")
     decode_budget_pixels: int | None = option(None, min=1,
                                               help="pixels all concurrent decodes may hold at once; an image "
-                                                   f"larger than that decodes alone (default {DEFAULT_DECODE_BUDGET:,})")
+                                                   "larger than that decodes alone "
+                                                   f"(default {DEFAULT_DECODE_BUDGET:,})")
     fetch_workers: int | None = option(None, min=1, help="URL downloads at once per encode call, on threads apart "
                                                          f"from the decode threads (default {DEFAULT_FETCH_WORKERS})")
 
