@@ -14,6 +14,7 @@ from .errors import (  # noqa: E402
     InvalidImageError,
     InvalidInputError,
     InvalidTextError,
+    MissingHeadError,
     MissingProjectorError,
     ModelLoadError,
     OptionalDependencyError,
@@ -23,6 +24,7 @@ from .cli import Command  # noqa: E402
 from .inputs import ImageLimits, decode_base64, list_image_files, load_base64_image, validate_text  # noqa: E402
 from .options import add_options, check_options, option, options_from_args  # noqa: E402
 from .preprocess import PatchedImage  # noqa: E402
+from .text_outputs import SparseEmbedding, TextEncodings  # noqa: E402
 from .vectorizer import (  # noqa: E402
     MODEL_NAME,
     EncodeStats,
@@ -40,6 +42,8 @@ __all__ = [
     "EncodeStats",
     "shared_vectorizer",
     "PatchedImage",
+    "SparseEmbedding",
+    "TextEncodings",
     "ImageLimits",
     "list_image_files",
     "load_base64_image",
@@ -59,6 +63,7 @@ __all__ = [
     "InvalidImageError",
     "InvalidInputError",
     "InvalidTextError",
+    "MissingHeadError",
     "MissingProjectorError",
     "ModelLoadError",
     "OptionalDependencyError",

@@ -10,7 +10,8 @@
     │   │   └── UnsupportedImageTypeError (TypeError)
     │   └── InvalidTextError
     ├── ModelLoadError                       a model directory, checkpoint, tower or graph
-    │   └── MissingProjectorError
+    │   ├── MissingProjectorError
+    │   └── MissingHeadError                 sparse / multi-vector output asked of a tower without that head
     ├── OptionalDependencyError (ImportError) an extra is not installed; says which
     ├── ExportError                          ONNX export or quantisation failed
     └── DataError (ValueError)               a training/evaluation data file; names file and row
@@ -36,6 +37,7 @@ __all__ = [
     "InvalidTextError",
     "ModelLoadError",
     "MissingProjectorError",
+    "MissingHeadError",
     "DataError",
     "OptionalDependencyError",
     "ExportError",
@@ -106,6 +108,11 @@ class ModelLoadError(BGESigLIPError):
 
 class MissingProjectorError(ModelLoadError):
     """The model has no trained projector weights; random weights are never used silently."""
+
+
+class MissingHeadError(ModelLoadError):
+    """Sparse or multi-vector text output was asked of a model whose text tower lacks BGE-M3's head for it
+    (``sparse_linear.pt`` / ``colbert_linear.pt``), or of a backend that does not run it; dense output still works."""
 
 
 class OptionalDependencyError(BGESigLIPError, ImportError):
