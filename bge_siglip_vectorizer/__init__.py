@@ -22,7 +22,7 @@ from .errors import (  # noqa: E402
 )
 from .cli import Command  # noqa: E402
 from .ids import ID_NAMESPACE, content_id  # noqa: E402
-from .inputs import ImageLimits, list_image_files, load_base64_image, validate_text  # noqa: E402
+from .inputs import ImageLimits, decode_base64, list_image_files, load_base64_image, validate_text  # noqa: E402
 from .options import add_options, check_options, option, options_from_args  # noqa: E402
 from .preprocess import PatchedImage  # noqa: E402
 from .text_outputs import SparseEmbedding, TextEncodings  # noqa: E402
@@ -32,6 +32,7 @@ from .vectorizer import (  # noqa: E402
     ImagePreparer,
     Vectorizer,
     VectorizerOptions,
+    available_cpus,
     shared_vectorizer,
 )
 
@@ -51,6 +52,8 @@ __all__ = [
     "ImageLimits",
     "list_image_files",
     "load_base64_image",
+    "decode_base64",
+    "available_cpus",
     "validate_text",
     "Command",
     "option",

@@ -124,7 +124,11 @@ def _encode(args: argparse.Namespace) -> int:
     ]
     texts = list(args.texts)
     if args.texts_file:
-        texts += [line for line in args.texts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        from .errors import InvalidTextError
+        from .inputs import read_utf8
+
+        # Bad bytes: a typed error naming the file and line (main prints it), not a UnicodeDecodeError traceback.
+        texts += [line for line in read_utf8(args.texts_file, InvalidTextError).splitlines() if line.strip()]
     if not images and not texts:
         print("nothing to encode: give --images and/or --texts", file=sys.stderr)
         return 2
