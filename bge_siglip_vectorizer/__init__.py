@@ -16,13 +16,15 @@ from .errors import (  # noqa: E402
     InvalidTextError,
     MissingProjectorError,
     ModelLoadError,
+    ModelMismatchError,
     OptionalDependencyError,
     UnsupportedImageTypeError,
 )
 from .cli import Command  # noqa: E402
 from .inputs import ImageLimits, list_image_files, load_base64_image, validate_text  # noqa: E402
-from .options import add_options, check_options, option, options_from_args  # noqa: E402
+from .options import add_options, check_options, option, options_from_args, vector_option_names  # noqa: E402
 from .preprocess import PatchedImage  # noqa: E402
+from .references import MODEL_DIR_ENV, model_reference, resolve_model_reference  # noqa: E402
 from .vectorizer import MODEL_NAME, EncodeStats, Vectorizer, VectorizerOptions, shared_vectorizer  # noqa: E402
 
 __all__ = [
@@ -42,6 +44,10 @@ __all__ = [
     "check_options",
     "add_options",
     "options_from_args",
+    "vector_option_names",
+    "MODEL_DIR_ENV",
+    "model_reference",
+    "resolve_model_reference",
     "BGESigLIPError",
     "DataError",
     "ExportError",
@@ -52,6 +58,7 @@ __all__ = [
     "InvalidTextError",
     "MissingProjectorError",
     "ModelLoadError",
+    "ModelMismatchError",
     "OptionalDependencyError",
     "UnsupportedImageTypeError",
 ]

@@ -58,7 +58,7 @@ class VectorizerOptions:
     dtype: str | None = option(None, help="float32, float16 or bfloat16 (default: float16 on GPU, else float32)")
     backend: str = option("torch", choices=BACKENDS,
                           help="inference backend (onnx and onnx-int8 need `bge-siglip export-onnx` first)")
-    max_num_patches: int | None = option(None, min=1,
+    max_num_patches: int | None = option(None, min=1, vectors=True,
                                          help="image detail budget in 16px patches: 64, 256, 1024 ... (default: "
                                               "the saved value, 256)")
     max_image_pixels: int | None = option(None, min=1,
