@@ -6,7 +6,9 @@ those plain vectors, so a test fails if anything was routed to the wrong tower, 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import inspect
 import json
 import subprocess
 import sys
@@ -14,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient, models
+from qdrant_client import AsyncQdrantClient, QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException
 
 from bge_siglip_qdrant import BGESigLIPQdrant, content_id
 from bge_siglip_vectorizer.inputs import list_image_files
-from bge_siglip_vectorizer import InvalidImageError, InvalidInputError, InvalidTextError
+from bge_siglip_vectorizer import InvalidImageError, InvalidInputError, InvalidTextError, VectorizerOptions
 from bge_siglip_vectorizer.testing.contract import contract_images
 from bge_siglip_vectorizer.testing.images import encode_image, sample_image
 
@@ -93,14 +95,33 @@ def test_create_collection_has_model_dim_and_cosine(db):
         db.create_collection("x", db.vector_params(), vector_names=["a"])
 
 
-def test_wrapper_delegates_everything_else(db, bge_siglip_model_dir):
-    assert isinstance(db.client, QdrantClient)
-    assert db.scroll.__self__ is db.client  # delegated, not re-implemented
-    assert "scroll" in dir(db) and "add_images" in dir(db)
-    assert db.get_collections().collections == []
-    with pytest.raises(AttributeError):
-        db.no_such_method
+def test_it_is_a_qdrant_client_sharing_the_given_connection(db, bge_siglip_model_dir):
+    assert isinstance(db, QdrantClient) and isinstance(db.client, QdrantClient) and db.client is not db
+    assert db.scroll.__func__ is QdrantClient.scroll  # qdrant-client's own method, not re-implemented
+    db.create_collection("shared")
+    assert db.client.collection_exists("shared")  # one connection: the given client sees it
     assert db.model_names == {MODEL, str(bge_siglip_model_dir)}
+    own = BGESigLIPQdrant(":memory:", model=bge_siglip_model_dir, device="cpu")  # or a client of its own
+    assert own.client is own and own.get_collections().collections == []
+    own.close()
+    with pytest.raises(TypeError, match="AsyncBGESigLIPQdrant"):
+        BGESigLIPQdrant(AsyncQdrantClient(":memory:"), model=bge_siglip_model_dir)
+
+
+def test_core_options_are_client_options(bge_siglip_model_dir):
+    """Every VectorizerOptions field is taken by name (derived, not listed); the rest goes to qdrant-client."""
+    from bge_siglip_qdrant import client as module
+
+    assert module._OPTION_NAMES == {f.name for f in dataclasses.fields(VectorizerOptions)}
+    assert not module._OPTION_NAMES & set(inspect.signature(QdrantClient.__init__).parameters)
+    db = BGESigLIPQdrant(location=":memory:", model=bge_siglip_model_dir, device="cpu", max_num_patches=64,
+                         allow_urls=False)
+    try:
+        assert db.vectorizer.max_num_patches == 64 and db.vectorizer.limits.allow_urls is False
+        assert db.get_embedding_size("bge-siglip") == db.get_embedding_size() == db.dim
+        assert db.get_embedding_size(str(bge_siglip_model_dir)) == db.dim
+    finally:
+        db.close()
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -410,7 +431,7 @@ def test_bulk_ingest_into_named_vector_with_user_ids(db):
 # ------------------------------------------------------------------------------------------------ persistence
 REOPEN_SCRIPT = """
 import json, sys
-from qdrant_client import QdrantClient, models
+from qdrant_client import AsyncQdrantClient, QdrantClient, models
 from bge_siglip_qdrant import BGESigLIPQdrant
 db = BGESigLIPQdrant(QdrantClient(path=sys.argv[1]), model=sys.argv[2], device="cpu")
 by_text = db.query_points("c", query=models.Document(text="ein Hund am Strand", model="bge-siglip"), limit=10)
