@@ -6,6 +6,8 @@ those plain vectors, so a test fails if anything was routed to the wrong tower, 
 
 from __future__ import annotations
 
+import ast
+import asyncio
 import dataclasses
 import importlib.util
 import inspect
@@ -19,9 +21,15 @@ import pytest
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException
 
-from bge_siglip_qdrant import BGESigLIPQdrant, content_id
+from bge_siglip_qdrant import METADATA_KEY, AsyncBGESigLIPQdrant, BGESigLIPQdrant, content_id
 from bge_siglip_vectorizer.inputs import list_image_files
-from bge_siglip_vectorizer import InvalidImageError, InvalidInputError, InvalidTextError, VectorizerOptions
+from bge_siglip_vectorizer import (
+    InvalidImageError,
+    InvalidInputError,
+    InvalidTextError,
+    ModelMismatchError,
+    VectorizerOptions,
+)
 from bge_siglip_vectorizer.testing.contract import contract_images
 from bge_siglip_vectorizer.testing.images import encode_image, sample_image
 
@@ -482,3 +490,115 @@ def test_quickstart_example_runs(bge_siglip_model_dir, tmp_path, capsys):
     assert "text: 'ein Hund'" in out and "text: 'a dog'" in out
     image_part = out.split("image: ")[1].splitlines()
     assert image_part[1].split() == ["+1.000", image_part[0]]  # the query image finds itself first
+
+
+# ------------------------------------------------------------------------------------------------ every method
+def _methods_that_take_inference_objects(cls: type) -> set[str]:
+    """The methods of a qdrant-client class whose code inspects arguments for inference objects."""
+    source = inspect.getsource(inspect.getmodule(cls))
+    tree = ast.parse(source)
+    (node,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls.__name__]
+    return {f.name for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and "_inference_inspector.inspect" in ast.get_source_segment(source, f)}
+
+
+@pytest.mark.parametrize(("ours", "theirs"), [(BGESigLIPQdrant, QdrantClient),
+                                              (AsyncBGESigLIPQdrant, AsyncQdrantClient)])
+def test_every_method_that_takes_inference_objects_is_ours(ours, theirs):
+    """A qdrant-client release that adds such a method makes this fail (else it would reach FastEmbed)."""
+    names = _methods_that_take_inference_objects(theirs)
+    assert {"upsert", "upload_points", "upload_collection", "batch_update_points", "query_points"} <= names
+    assert [name for name in sorted(names) if getattr(ours, name) is getattr(theirs, name)] == []
+
+
+def test_upload_collection_and_batch_update_points(db):
+    """Both raised "fastembed is not installed" for our objects before."""
+    vec = db.vectorizer
+    images = contract_images(3)
+    db.create_collection("c")
+    db.upload_collection("c", vectors=[img(images[0]), doc("ein Hund"), img(images[1])], ids=[0, 1, 2],
+                         payload=[{"i": 0}, {"i": 1}, {"i": 2}], batch_size=2, wait=True)
+    db.batch_update_points("c", update_operations=[
+        models.UpsertOperation(upsert=models.PointsList(points=[models.PointStruct(id=3, vector=doc("a cat"))])),
+        models.UpdateVectorsOperation(update_vectors=models.UpdateVectors(
+            points=[models.PointVectors(id=0, vector=img(images[2]))])),
+    ])
+    stored = {p.id: p.vector for p in db.retrieve("c", ids=[0, 1, 2, 3], with_vectors=True)}
+    np.testing.assert_allclose(stored[0], vec.encode_images([images[2]])[0], atol=1e-5)
+    np.testing.assert_allclose(stored[1], vec.encode_texts(["ein Hund"])[0], atol=1e-5)
+    np.testing.assert_allclose(stored[3], vec.encode_texts(["a cat"])[0], atol=1e-5)
+    with pytest.raises(InvalidImageError) as info:  # one encode call for all operations: nothing applied
+        db.batch_update_points("c", update_operations=[
+            models.UpsertOperation(upsert=models.PointsList(points=[models.PointStruct(id=9, vector=doc("x"))])),
+            models.UpsertOperation(upsert=models.PointsList(points=[models.PointStruct(id=8, vector=img(b"junk"))])),
+        ])
+    assert info.value.index == 1 and db.count("c").count == 4
+
+
+def test_model_record_guards_writes_queries_and_ingest(db, bge_siglip_other_model_dir):
+    db.create_collection("c", metadata={"owner": "me"})
+    metadata = db.get_collection("c").config.metadata
+    assert metadata["owner"] == "me" and metadata[METADATA_KEY]["fingerprint"] == db.vectorizer.fingerprint
+    other = BGESigLIPQdrant(db.client, model=bge_siglip_other_model_dir, device="cpu")
+    for attempt in (lambda: other.upsert("c", points=[models.PointStruct(id=1, vector=doc("x"))]),
+                    lambda: other.add_texts("c", ["x"]),
+                    lambda: other.query_points("c", query=doc("x"))):
+        with pytest.raises(ModelMismatchError, match="Qdrant collection 'c'"):
+            attempt()
+    other.upsert("c", points=[models.PointStruct(id=2, vector=db.vectorizer.encode_texts(["y"])[0].tolist())])
+    assert db.count("c").count == 1  # plain vectors are the caller's business; only our objects are guarded
+
+
+def test_async_client_writes_for_real(bge_siglip_model_dir, tmp_path):
+    """An AsyncQdrantClient wrapped by the sync class lost every write (coroutines never awaited)."""
+    with pytest.raises(TypeError, match="AsyncBGESigLIPQdrant"):
+        BGESigLIPQdrant(AsyncQdrantClient(":memory:"), model=bge_siglip_model_dir)
+
+    async def scenario():
+        db = AsyncBGESigLIPQdrant(AsyncQdrantClient(":memory:"), model=bge_siglip_model_dir, device="cpu")
+        assert isinstance(db, AsyncQdrantClient)
+        await db.create_collection("c")
+        result = await db.add_images("c", contract_images(3))
+        await db.upsert("c", points=[models.PointStruct(id=1, vector=doc("ein Hund"))])
+        hits = await db.query_points("c", query=img(contract_images(3)[1]), limit=1)
+        fresh = AsyncBGESigLIPQdrant(db.client, model=bge_siglip_model_dir, device="cpu")
+        with pytest.raises(RuntimeError, match="check_model"):  # a plain method cannot await the guard
+            fresh.upload_points("c", [models.PointStruct(id=5, vector=doc("x"))])
+        await fresh.check_model("c")
+        fresh.upload_points("c", [models.PointStruct(id=5, vector=doc("x"))])
+        count = (await db.count("c")).count
+        await db.close()
+        return result, hits, count
+
+    result, hits, count = asyncio.run(scenario())
+    assert result.written == 3 and count == 5
+    assert hits.points[0].id == result.ids[1]
+
+
+def test_langchain_takes_it_as_a_qdrant_client(bge_siglip_model_dir):
+    """LangChain type-checks its client (``isinstance(client, QdrantClient)``); ours passes and works there."""
+    from langchain_core.embeddings import Embeddings
+    from langchain_qdrant import Qdrant, QdrantVectorStore
+
+    db = BGESigLIPQdrant(":memory:", model=bge_siglip_model_dir, device="cpu")
+    adb = AsyncBGESigLIPQdrant(":memory:", model=bge_siglip_model_dir, device="cpu")
+
+    class CoreTextEmbeddings(Embeddings):  # LangChain's interface over the core's text tower
+        def embed_documents(self, texts):
+            return db.vectorizer.encode_texts(texts).tolist()
+
+        def embed_query(self, text):
+            return db.vectorizer.encode_texts([text])[0].tolist()
+
+    try:
+        db.create_collection("lc", vectors_config=db.vector_params())
+        # The legacy class type-checks both clients (TypeError / ValueError otherwise); its search calls
+        # client.search, which qdrant-client 1.20 no longer has, so only its construction is tried here.
+        Qdrant(db, "lc", embeddings=CoreTextEmbeddings(), async_client=adb)
+        store = QdrantVectorStore(client=db, collection_name="lc", embedding=CoreTextEmbeddings(), vector_name="")
+        store.add_texts(["ein Hund am Strand", "un chat noir"])
+        assert store.similarity_search("un chat noir", k=1)[0].page_content == "un chat noir"
+        db.add_images("lc", contract_images(1))  # our own ingest into the same collection
+        assert db.count("lc").count == 3
+    finally:
+        db.close()
