@@ -3,14 +3,20 @@
 An adapter's test class picks the mixins that apply to its database (the shape of haystack's ``document_store``
 test mixins and LangChain's ``VectorStoreIntegrationTests``) and overrides one fixture, ``harness``::
 
-    class TestChromaPersistent(ContractTests, AddTests, RankingTests, BadBatchTests, MetadataTests,
-                               ExplicitIdTests, UpsertTests, DeleteTests, ModelGuardTests, ReopenTests):
-        opt_outs = {"ContentIdTests": "Chroma requires the caller's ids on every add; nothing to derive",
-                    "AsyncTests": "...", "AsyncOffLoopTests": "..."}
+    from bge_siglip_vectorizer.testing import contract as c
+
+    class TestMilvusContract(c.ContractTests, c.AddTests, c.RankingTests, c.BadBatchTests, c.MetadataTests,
+                             c.ExplicitIdTests, c.UpsertTests, c.DeleteTests, c.ModelGuardTests, c.ReopenTests):
+        opt_outs = {"ContentIdTests": "<why this adapter derives no ids>",
+                    "AsyncTests": "<why>", "AsyncOffLoopTests": "<why>"}
 
         @pytest.fixture
         def harness(self, bge_siglip_model_dir, tmp_path):
-            return ChromaHarness.create(bge_siglip_model_dir, tmp_path)
+            return MilvusHarness.create(bge_siglip_model_dir, tmp_path / "milvus.db")
+
+Working examples: ``tests/test_contract_reference.py`` (a reference store in one JSON file, and a broken variant
+per promise that must fail), ``integrations/chroma/tests/test_chroma_contract.py``,
+``integrations/qdrant/tests/test_contract.py``.
 
 Every mixin in :data:`CAPABILITIES` must be either inherited or named in ``opt_outs`` with the reason (checked by
 ``ContractTests.test_every_capability_is_run_or_explained``), so a skipped promise is always a documented one.

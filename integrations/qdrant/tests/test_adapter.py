@@ -11,9 +11,6 @@ import asyncio
 import dataclasses
 import importlib.util
 import inspect
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -436,47 +433,10 @@ def test_bulk_ingest_into_named_vector_with_user_ids(db):
     assert point.payload == {"modality": "image", "a": 2}  # arrays have no source to record
 
 
-# ------------------------------------------------------------------------------------------------ persistence
-REOPEN_SCRIPT = """
-import json, sys
-from qdrant_client import AsyncQdrantClient, QdrantClient, models
-from bge_siglip_qdrant import BGESigLIPQdrant
-db = BGESigLIPQdrant(QdrantClient(path=sys.argv[1]), model=sys.argv[2], device="cpu")
-by_text = db.query_points("c", query=models.Document(text="ein Hund am Strand", model="bge-siglip"), limit=10)
-by_image = db.query_points("c", query=models.Image(image=sys.argv[3], model="bge-siglip"), limit=10)
-print(json.dumps({"count": db.count("c").count, "text": [str(p.id) for p in by_text.points],
-                  "image": [str(p.id) for p in by_image.points], "payload": by_image.points[0].payload}))
-db.close()
-"""
-
-
-def test_disk_storage_reopens_in_another_process(bge_siglip_model_dir, tmp_path):
-    paths = write_images(tmp_path / "photos", 3)
-    store = tmp_path / "qdrant"
-    db = BGESigLIPQdrant(QdrantClient(path=str(store)), model=bge_siglip_model_dir, device="cpu")
-    db.create_collection("c")
-    db.add_images("c", tmp_path / "photos")
-    db.add_texts("c", ["a dog on the beach", "ein Hund am Strand"])
-    expected_text = [str(i) for i in ids_of(db.query_points("c", query=doc("ein Hund am Strand"), limit=10))]
-    expected_image = [str(i) for i in ids_of(db.query_points("c", query=img(str(paths[1])), limit=10))]
-    db.close()
-
-    done = subprocess.run(
-        [sys.executable, "-c", REOPEN_SCRIPT, str(store), str(bge_siglip_model_dir), str(paths[1])],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert seen["count"] == 5
-    assert seen["text"] == expected_text and seen["text"][0] == str(content_id("ein Hund am Strand", "text"))
-    assert seen["image"] == expected_image and seen["image"][0] == content_id(paths[1])
-    assert seen["payload"] == {"modality": "image", "source": str(paths[1])}
-
-
 # ------------------------------------------------------------------------------------------------ example
 def test_quickstart_example_runs(bge_siglip_model_dir, tmp_path, capsys):
-    # Run in this process (its main() with argv) to spare a second interpreter start; the reopen test above already
-    # covers a separate process.
+    # Run in this process (its main() with argv) to spare an interpreter start; reopening in a separate process is
+    # the contract's ReopenTests (test_contract.py).
     spec = importlib.util.spec_from_file_location("qdrant_quickstart", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
