@@ -17,14 +17,16 @@ from .errors import (  # noqa: E402
     MissingHeadError,
     MissingProjectorError,
     ModelLoadError,
+    ModelMismatchError,
     OptionalDependencyError,
     UnsupportedImageTypeError,
 )
 from .cli import Command  # noqa: E402
 from .ids import ID_NAMESPACE, content_id  # noqa: E402
 from .inputs import ImageLimits, decode_base64, list_image_files, load_base64_image, validate_text  # noqa: E402
-from .options import add_options, check_options, option, options_from_args  # noqa: E402
+from .options import add_options, check_options, option, options_from_args, vector_option_names  # noqa: E402
 from .preprocess import PatchedImage  # noqa: E402
+from .references import MODEL_DIR_ENV, model_reference, resolve_model_reference  # noqa: E402
 from .text_outputs import SparseEmbedding, TextEncodings  # noqa: E402
 from .vectorizer import (  # noqa: E402
     MODEL_NAME,
@@ -60,6 +62,10 @@ __all__ = [
     "check_options",
     "add_options",
     "options_from_args",
+    "vector_option_names",
+    "MODEL_DIR_ENV",
+    "model_reference",
+    "resolve_model_reference",
     "BGESigLIPError",
     "DataError",
     "ExportError",
@@ -71,6 +77,7 @@ __all__ = [
     "MissingHeadError",
     "MissingProjectorError",
     "ModelLoadError",
+    "ModelMismatchError",
     "OptionalDependencyError",
     "UnsupportedImageTypeError",
 ]

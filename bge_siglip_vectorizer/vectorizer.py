@@ -129,7 +129,7 @@ class VectorizerOptions:
     dtype: str | None = option(None, help="float32, float16 or bfloat16 (default: float16 on GPU, else float32)")
     backend: str = option("torch", choices=BACKENDS,
                           help="inference backend (onnx and onnx-int8 need `bge-siglip export-onnx` first)")
-    max_num_patches: int | None = option(None, min=1,
+    max_num_patches: int | None = option(None, min=1, vectors=True,
                                          help="image detail budget in 16px patches: 64, 256, 1024 ... (default: "
                                               "the saved value, 256)")
     max_image_pixels: int | None = option(None, min=1,
@@ -148,7 +148,7 @@ class VectorizerOptions:
              "all, or a comma-separated list of allowed hosts and networks, e.g. images.internal,10.0.0.0/8")
     allow_local_files: bool = option(True, help="read local image files and file:// URIs (servers and adapters "
                                                 "that take untrusted input turn this off)")
-    exact_preprocessing: bool = option(False, help="decode every image at full size before resizing, bit-identical "
+    exact_preprocessing: bool = option(False, vectors=True, help="decode every image at full size before resizing, bit-identical "
                                                    "to transformers' Siglip2 processor (default: JPEGs decode "
                                                    "reduced, ~4x faster, cosine >= 0.9999 to exact)")
     max_download_bytes: int | None = option(None, min=1, help="largest URL download in bytes (default "
