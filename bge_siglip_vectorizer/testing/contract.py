@@ -655,7 +655,7 @@ class AsyncOffLoopTests:
         the real ones). If this fails: the async method encodes inline; use ``await asyncio.to_thread(...)``."""
         threads_with_loop: list[bool] = []
         vectorizer = store.vectorizer
-        for name in ("encode_images", "encode_texts", "encode_mixed"):
+        for name in ("encode_images", "encode_texts", "encode_mixed", "encode_texts_all"):
             original = getattr(vectorizer, name)
             monkeypatch.setattr(vectorizer, name, _recording(original, threads_with_loop))
 
