@@ -179,6 +179,46 @@ def test_the_guard_leaves_other_sparse_functions_to_chroma(sparse):
     assert type(function).__name__ == "ChromaBm25EmbeddingFunction"
 
 
+def test_the_client_side_of_chroma_clouds_path_uses_the_function(sparse, bge_siglip_model_dir, chroma_settings):
+    """What a client does with a collection whose stored schema has our sparse index, before it sends anything:
+    ``add`` prepares the request (the documents' sparse vectors under ``KEY`` in the metadata) and ``search`` embeds
+    the string ``Knn`` of that key; both call the function rebuilt from the schema. The collection model is the one
+    a Cloud server would answer (local servers refuse such schemas), so only the request preparation runs here, with
+    the README's Search expression."""
+    import uuid as uuid_module
+
+    from chromadb import Rrf
+    from chromadb.api.models.Collection import Collection
+    from chromadb.types import Collection as CollectionModel
+
+    ef = BGESigLIPEmbeddingFunction(bge_siglip_model_dir, device="cpu")
+    stored = json.loads(json.dumps(schema_with(BGESigLIPSparseEmbeddingFunction.from_dense(ef)).serialize_to_json()))
+    model = CollectionModel(id=uuid_module.uuid4(), name="shop", configuration_json={}, serialized_schema=stored,
+                            metadata=None, dimension=None, tenant="default_tenant", database="default_database")
+    shop = Collection(client=chromadb.EphemeralClient(settings=chroma_settings())._server, model=model,
+                      embedding_function=ef)
+    request = shop._validate_and_prepare_add_request(ids=["a", "b"], embeddings=None, metadatas=None,
+                                                     documents=TEXTS[1:3], images=None, uris=None)
+    assert [as_pairs([m[KEY]]) for m in request["metadatas"]] == [as_pairs([v]) for v in sparse(TEXTS[1:3])]
+    search = Search().rank(Rrf([Knn(query=CODE, return_rank=True), Knn(query=CODE, key=KEY, return_rank=True)]))
+    knns = {knn["key"]: knn["query"] for knn in _knns(shop._embed_search_string_queries(search.limit(10)).to_dict())}
+    (query,) = sparse.embed_query([CODE])
+    # What goes on the wire: our sparse query vector for the sparse key, our dense one for the embedding.
+    assert knns[KEY] == {"#type": "sparse_vector", "indices": query.indices, "values": query.values}
+    np.testing.assert_allclose(knns["#embedding"], ef.embed_query([CODE])[0], atol=1e-6)
+
+
+def _knns(expression):
+    if isinstance(expression, dict):
+        if "$knn" in expression:
+            yield expression["$knn"]
+        for value in expression.values():
+            yield from _knns(value)
+    elif isinstance(expression, list):
+        for value in expression:
+            yield from _knns(value)
+
+
 # ------------------------------------------------------------------------------------------------ local Chroma
 @pytest.fixture(params=["persistent", "chroma run"])
 def local_client(request, tmp_path, chroma_settings):

@@ -364,3 +364,32 @@ def test_async_client_writes_and_queries_hybrid_collections_like_the_sync_one(bg
     expected = shop.retrieve("shop", ids=[60], with_vectors=True)[0].vector
     assert sorted(stored) == sorted(expected) == ["dense", "multivector", "sparse"]
     assert stored["sparse"] == expected["sparse"]
+
+
+# ------------------------------------------------------------------------------------------------ example
+def test_hybrid_example_runs_and_its_sparse_and_hybrid_lists_find_the_model_number(bge_siglip_model_dir, tmp_path,
+                                                                                   capsys):
+    """examples/hybrid_qdrant.py (the top README's "Hybrid search"), run in this process on the tiny model."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "examples" / "hybrid_qdrant.py"
+    spec = importlib.util.spec_from_file_location("hybrid_qdrant", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    images = tmp_path / "photos"
+    images.mkdir()
+    from PIL import Image
+
+    for i, array in enumerate(contract_images(2)):
+        Image.fromarray(array).save(images / f"p{i}.png")
+    argv = ["--model", str(bge_siglip_model_dir), "--db", str(tmp_path / "db"), "--images", str(images),
+            "--query", "7381", "--limit", "3"]
+    example.main(argv)
+    example.main(argv)  # again on the same storage: content-derived ids, nothing doubles
+    out = capsys.readouterr().out
+    assert out.count(f"the collection holds {len(example.CATALOGUE) + 2} points") == 2
+    last = out.split("query: '7381'")[-1]
+    lines = {line.split()[0]: line for line in last.splitlines() if line.strip()}
+    assert lines["sparse"].split("|")[0].split(None, 1)[1].startswith("Trail running shoe, waterproof, model 7381")
+    assert "model 7381" in lines["hybrid"] and "model 7381" not in lines["dense"]
