@@ -28,16 +28,10 @@ from chromadb.utils.embedding_functions import known_embedding_functions, sparse
 
 from bge_siglip_chroma import BGESigLIPEmbeddingFunction, BGESigLIPSparseEmbeddingFunction
 from bge_siglip_vectorizer import InvalidInputError, InvalidTextError, MissingHeadError, ModelMismatchError
+from bge_siglip_vectorizer.testing.contract import LEXICAL_MATCH, LEXICAL_QUERY, LEXICAL_TEXTS
 
-TEXTS = [
-    "a photo of a dog on the beach",
-    "ein Hund am Strand",
-    "un chat noir sur un canapé",
-    "order 7381 red circle",  # the one text with the product code
-    "кошка спит на окне",
-    "the quick brown fox jumps over the lazy dog",
-]
-CODE, CODE_DOC = "7381", "t3"
+TEXTS = LEXICAL_TEXTS  # only TEXTS[LEXICAL_MATCH] shares a token with the product code LEXICAL_QUERY
+CODE, CODE_DOC = LEXICAL_QUERY, f"t{LEXICAL_MATCH}"
 KEY = "bge_sparse"
 
 
@@ -263,7 +257,7 @@ def test_locally_the_sparse_vectors_re_rank_dense_candidates_on_the_client(spars
 
     # --- the recipe
     query = CODE
-    hits = shop.query(query_texts=[query], n_results=5, include=["documents"])
+    hits = shop.query(query_texts=[query], n_results=6, include=["documents"])
     vec = BGESigLIPSparseEmbeddingFunction.from_dense(ef).vectorizer  # the same model, loaded once
     lexical = vec.encode_texts_sparse([query] + hits["documents"][0])
     scores = [lexical[0].dot(document) for document in lexical[1:]]

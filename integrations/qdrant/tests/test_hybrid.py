@@ -24,20 +24,11 @@ from bge_siglip_qdrant import (
     BGESigLIPQdrant,
 )
 from bge_siglip_vectorizer import InvalidInputError, InvalidTextError, MissingHeadError, ModelMismatchError
-from bge_siglip_vectorizer.testing.contract import contract_images
+from bge_siglip_vectorizer.testing.contract import LEXICAL_MATCH, LEXICAL_QUERY, LEXICAL_TEXTS, contract_images
 
 MODEL = "bge-siglip"
-TEXTS = [
-    "a photo of a dog on the beach",
-    "ein Hund am Strand",
-    "un chat noir sur un canapé",
-    "order 7381 red circle",  # the one text with the product code
-    "кошка спит на окне",
-    "the quick brown fox jumps over the lazy dog",
-    "ein blaues Quadrat oben links",
-    "un triangle vert en bas à droite",
-]
-CODE, CODE_DOC = "7381", 3
+TEXTS = LEXICAL_TEXTS  # only TEXTS[CODE_DOC] shares a token with CODE (a product code)
+CODE, CODE_DOC = LEXICAL_QUERY, LEXICAL_MATCH
 IMAGE_IDS = [100, 101, 102, 103]
 
 

@@ -139,6 +139,14 @@ class ModelFunction:
         check_same_model(old_config, new_config.get("fingerprint") or "", "this collection")
 
 
+def claim_name(registry: Dict[str, Any], name: str, module: str, qualname: str) -> None:
+    """Chroma's ``register_*_embedding_function`` silently overwrites: refuse to replace someone else's function
+    registered under our name (re-importing our own module is fine)."""
+    registered = registry.get(name)
+    if registered is not None and (registered.__module__, registered.__qualname__) != (module, qualname):
+        raise RuntimeError(f"Chroma embedding function name {name!r} is already taken by {registered!r}")
+
+
 def check_same_model(stored_config: Dict[str, Any], fingerprint: str, where: str, hint: str = "") -> None:
     """``ModelMismatchError`` unless ``fingerprint`` is the one in a stored config (the guards' one comparison)."""
     stored = stored_config.get("fingerprint") or ""

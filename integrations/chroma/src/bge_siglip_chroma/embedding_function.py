@@ -17,7 +17,7 @@ from chromadb.utils.embedding_functions import known_embedding_functions, regist
 
 from bge_siglip_vectorizer import InvalidInputError
 
-from ._model_function import ModelFunction, check_same_model
+from ._model_function import ModelFunction, check_same_model, claim_name
 
 __all__ = ["BGESigLIPEmbeddingFunction", "ImageURI", "ImageURILoader", "NAME", "check_same_model"]
 
@@ -48,13 +48,7 @@ class ImageURILoader(DataLoader[List[Optional[ImageURI]]]):
         return [None if uri is None else ImageURI(uri) for uri in uris]
 
 
-# register_embedding_function silently overwrites; refuse to replace someone else's function under our name.
-_registered = known_embedding_functions.get(NAME)
-if _registered is not None and (_registered.__module__, _registered.__qualname__) != (
-    __name__,
-    "BGESigLIPEmbeddingFunction",
-):
-    raise RuntimeError(f"Chroma embedding function name {NAME!r} is already taken by {_registered!r}")
+claim_name(known_embedding_functions, NAME, __name__, "BGESigLIPEmbeddingFunction")
 
 
 @register_embedding_function

@@ -23,20 +23,14 @@ from chromadb.utils.embedding_functions import register_sparse_embedding_functio
 
 from bge_siglip_vectorizer import InvalidInputError
 
-from ._model_function import ModelFunction
+from ._model_function import ModelFunction, claim_name
 
 __all__ = ["BGESigLIPSparseEmbeddingFunction", "SPARSE_NAME"]
 
 #: The sparse registry key stored in a collection's schema.
 SPARSE_NAME = "bge-siglip-sparse"
 
-# register_sparse_embedding_function silently overwrites; refuse to replace someone else's function under our name.
-_registered = sparse_known_embedding_functions.get(SPARSE_NAME)
-if _registered is not None and (_registered.__module__, _registered.__qualname__) != (
-    __name__,
-    "BGESigLIPSparseEmbeddingFunction",
-):
-    raise RuntimeError(f"Chroma sparse embedding function name {SPARSE_NAME!r} is already taken by {_registered!r}")
+claim_name(sparse_known_embedding_functions, SPARSE_NAME, __name__, "BGESigLIPSparseEmbeddingFunction")
 
 
 @register_sparse_embedding_function
