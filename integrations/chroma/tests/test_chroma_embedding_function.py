@@ -70,7 +70,7 @@ def test_name_is_registered_and_namespaced(ef):
 def test_config_is_json_and_round_trips(ef, bge_siglip_model_dir):
     config = ef.get_config()
     assert config == {"model": str(Path(bge_siglip_model_dir).resolve()), "device": "cpu", "batch_size": 32,
-                      "max_num_patches": None, "fingerprint": ef.vectorizer.fingerprint}
+                      "max_num_patches": None, "exact_preprocessing": None, "fingerprint": ef.vectorizer.fingerprint}
     stored = json.loads(json.dumps(config))  # what Chroma persists
     rebuilt = config_to_embedding_function({"name": "bge-siglip", "config": stored})
     assert isinstance(rebuilt, BGESigLIPEmbeddingFunction)
