@@ -16,10 +16,20 @@ from .errors import (  # noqa: E402
     InvalidTextError,
     MissingProjectorError,
     ModelLoadError,
+    ModelMismatchError,
     OptionalDependencyError,
     UnsupportedImageTypeError,
 )
 from .cli import Command  # noqa: E402
+from .ingest import (  # noqa: E402
+    ID_NAMESPACE,
+    IngestBatch,
+    IngestResult,
+    content_id,
+    ingest,
+    ingest_items,
+    provenance,
+)
 from .inputs import ImageLimits, list_image_files, load_base64_image, validate_text  # noqa: E402
 from .options import add_options, check_options, option, options_from_args  # noqa: E402
 from .preprocess import PatchedImage  # noqa: E402
@@ -33,6 +43,13 @@ __all__ = [
     "EncodeStats",
     "shared_vectorizer",
     "PatchedImage",
+    "ingest",
+    "ingest_items",
+    "IngestBatch",
+    "IngestResult",
+    "content_id",
+    "provenance",
+    "ID_NAMESPACE",
     "ImageLimits",
     "list_image_files",
     "load_base64_image",
@@ -52,6 +69,7 @@ __all__ = [
     "InvalidTextError",
     "MissingProjectorError",
     "ModelLoadError",
+    "ModelMismatchError",
     "OptionalDependencyError",
     "UnsupportedImageTypeError",
 ]

@@ -11,6 +11,7 @@
     │   └── InvalidTextError
     ├── ModelLoadError                       a model directory, checkpoint, tower or graph
     │   └── MissingProjectorError
+    ├── ModelMismatchError (ValueError)      a store embedded with another model (fingerprints differ)
     ├── OptionalDependencyError (ImportError) an extra is not installed; says which
     ├── ExportError                          ONNX export or quantisation failed
     └── DataError (ValueError)               a training/evaluation data file; names file and row
@@ -36,6 +37,7 @@ __all__ = [
     "InvalidTextError",
     "ModelLoadError",
     "MissingProjectorError",
+    "ModelMismatchError",
     "DataError",
     "OptionalDependencyError",
     "ExportError",
@@ -106,6 +108,11 @@ class ModelLoadError(BGESigLIPError):
 
 class MissingProjectorError(ModelLoadError):
     """The model has no trained projector weights; random weights are never used silently."""
+
+
+class ModelMismatchError(BGESigLIPError, ValueError):
+    """A collection or table was embedded with another model (its stored fingerprint differs from this model's):
+    writing to it or querying it would mix two vector spaces. Nothing was written."""
 
 
 class OptionalDependencyError(BGESigLIPError, ImportError):

@@ -1,0 +1,288 @@
+"""Bulk ingest, written once for every database adapter: content-derived ids, provenance, chunked batched encoding
+with a progress bar, and the ``on_error`` policy.
+
+An adapter's ``add_images`` / ``add_texts`` calls :func:`ingest` with a ``write`` callback that turns one
+:class:`IngestBatch` (ids, vectors, provenance payloads) into its database's rows and upserts them::
+
+    def write(batch: IngestBatch) -> None:
+        client.upsert(collection, [{"id": i, "vector": v, **p} for i, v, p in zip(batch.ids, batch.vectors,
+                                                                                 batch.payloads)])
+
+    result = ingest(vectorizer, list_of_images, "image", write, on_error="skip")
+
+* ids default to :func:`content_id` (a hash of the content), so ingesting the same files again overwrites their rows
+  instead of duplicating them;
+* ``on_error="raise"``: every chunk is encoded before the first is written, so the first bad item (in input order)
+  raises the core's typed error with ``index`` = its position in the caller's list, and nothing is written;
+* ``on_error="skip"``: bad items are left out (their errors are returned in :attr:`IngestResult.skipped`) and chunks
+  are written as they are encoded, so memory stays bounded by one chunk however large the ingest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .errors import InvalidInputError
+from .inputs import list_image_files
+
+if TYPE_CHECKING:
+    from .vectorizer import Vectorizer
+
+Modality = Literal["image", "text"]
+OnError = Literal["raise", "skip"]
+
+#: Fixed namespace of content-derived ids (uuid5), so ids are stable across processes, machines and versions (and
+#: equal to the ids bge-siglip-qdrant has always given).
+ID_NAMESPACE = uuid.UUID("6f1d3c52-93b5-5b0e-9a6c-2e7d1b4f0a11")
+
+_URL_PREFIXES = ("http://", "https://", "file://")
+
+
+def content_id(item: Any, modality: Modality = "image") -> str:
+    """The id bulk ingest gives ``item``: ``uuid5`` of a hash of its content, as a string.
+
+    Images: the file's bytes for a path (so a moved or copied file keeps its id), the bytes for ``bytes``, the pixel
+    buffer for arrays / PIL images, and the string itself for URLs, data URIs and base64. Texts: the text.
+    """
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(modality.encode() + b"\0")
+    if modality == "text":
+        digest.update(b"str\0" + str(item).encode("utf-8", "surrogatepass"))
+    elif isinstance(item, (bytes, bytearray, memoryview)):
+        digest.update(b"bytes\0" + bytes(item))
+    elif isinstance(item, (str, os.PathLike)):
+        path = os.fspath(item)
+        if not str(path).startswith(_URL_PREFIXES) and os.path.isfile(path):
+            digest.update(b"bytes\0")
+            with open(path, "rb") as handle:  # hashed in chunks: photos can be large
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+        else:
+            # URL, data URI, base64, or a missing file (the core will reject it; the id is then never used).
+            digest.update(b"str\0" + str(path).encode("utf-8", "surrogatepass"))
+    elif hasattr(item, "tobytes"):
+        # numpy arrays and PIL images: the pixels plus their layout, so equal buffers of other shapes differ.
+        layout = (getattr(item, "shape", None), str(getattr(item, "dtype", "")), getattr(item, "mode", None),
+                  getattr(item, "size", None))
+        digest.update(b"pixels\0" + repr(layout).encode() + b"\0" + item.tobytes())
+    else:
+        digest.update(b"repr\0" + repr(item).encode())
+    return str(uuid.uuid5(ID_NAMESPACE, digest.hexdigest()))
+
+
+def provenance(item: Any, modality: Modality) -> dict[str, Any]:
+    """Where a vector came from: ``{"modality": "text", "text": ...}``, or ``{"modality": "image"}`` plus
+    ``"source"`` (the path or URL as given) for images that have one."""
+    if modality == "text":
+        return {"modality": "text", "text": item}
+    payload: dict[str, Any] = {"modality": "image"}
+    if isinstance(item, os.PathLike) or (isinstance(item, str) and _is_reference(item)):
+        payload["source"] = os.fspath(item)  # as given: relative paths stay relative
+    return payload
+
+
+def _is_reference(text: str) -> bool:
+    # Paths and URLs are worth recording; data URIs and base64 payloads (possibly megabytes) are not.
+    if text.startswith(_URL_PREFIXES):
+        return True
+    return not text.startswith("data:") and os.path.exists(text)
+
+
+def ingest_items(items: Any, modality: Modality) -> list[Any]:
+    """The caller's ``images`` / ``texts`` as a list: a folder of images is expanded (recursively, sorted); a single
+    image or text is refused instead of being iterated character by character."""
+    if modality == "image" and isinstance(items, (str, os.PathLike)):
+        if not os.path.isdir(items):
+            raise InvalidInputError(
+                f"expected a folder or a list of images, got {os.fspath(items)!r}; wrap a single image in a list"
+            )
+        return list(list_image_files(items))
+    if isinstance(items, (str, bytes)):
+        raise InvalidInputError(f"expected a list of {modality}s, got a single {type(items).__name__}; wrap it in a list")
+    return list(items)
+
+
+@dataclass
+class IngestResult:
+    """What one ``add_images`` / ``add_texts`` call wrote.
+
+    ``ids`` is aligned with the input list (``None`` where an item was skipped); ``skipped`` holds the typed error of
+    each skipped item (``error.index`` is its position in the input list).
+    """
+
+    ids: list[Any] = field(default_factory=list)
+    skipped: list[InvalidInputError] = field(default_factory=list)
+
+    @property
+    def written(self) -> int:
+        return sum(item_id is not None for item_id in self.ids)
+
+
+@dataclass(frozen=True)
+class IngestBatch:
+    """One chunk's rows, ready for the database: row ``r`` is ``items[r]`` (at ``positions[r]`` in the caller's
+    list) with id ``ids[r]``, vector ``vectors[r]`` (float32, unit length) and payload ``payloads[r]``
+    (:func:`provenance` plus the caller's payload, whose keys win)."""
+
+    modality: Modality
+    positions: list[int]
+    items: list[Any]
+    ids: list[Any]
+    vectors: np.ndarray
+    payloads: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
+def ingest(
+    vectorizer: "Vectorizer",
+    items: Sequence[Any],
+    modality: Modality,
+    write: Callable[[IngestBatch], None],
+    *,
+    ids: Sequence[Any] | None = None,
+    payloads: Sequence[dict[str, Any] | None] | None = None,
+    chunk_size: int = 256,
+    batch_size: int = 32,
+    on_error: OnError = "raise",
+    show_progress: bool | None = None,
+    check: Callable[[Any, int], None] | None = None,
+) -> IngestResult:
+    """Encode ``items`` (all images or all texts) in chunks of ``chunk_size`` and hand each chunk to ``write``.
+
+    Args:
+        ids: the rows' ids (default: :func:`content_id` of each item).
+        payloads: per-item dicts merged over the provenance payload.
+        batch_size: items per forward pass. ``show_progress``: a bar over the whole ingest (``None``: on a terminal,
+            when there is more than one chunk).
+        check: the database's own limits, called as ``check(item, position)`` before any encoding; it raises an
+            :class:`InvalidInputError` (e.g. a text longer than a string field holds), which ``on_error`` treats
+            like a bad image.
+
+    Returns what was written; see the module docstring for the ``on_error`` policy. A failing ``write`` stops the
+    ingest with the database's own error (chunks written before it stay written).
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    items = list(items)
+    for name, values in (("payloads", payloads), ("ids", ids)):
+        if values is not None and len(values) != len(items):
+            raise ValueError(f"{name} has {len(values)} entries for {len(items)} {modality}s")
+    result = IngestResult(ids=[None] * len(items))
+    candidates = list(range(len(items)))
+    if check is not None:
+        candidates = _checked(items, candidates, check, on_error, result.skipped)
+    show = show_progress if show_progress is not None else (len(items) > chunk_size and sys.stderr.isatty())
+    # "raise": every chunk is encoded before any is written (vectors are small: dim x 4 bytes each), so a bad item
+    # anywhere writes nothing. "skip": nothing raises, so chunks stream to the database as they finish.
+    pending: list[IngestBatch] = []
+    with tqdm(total=len(items), unit=modality, desc=f"adding {modality}s", disable=not show) as bar:
+        for start in range(0, len(candidates), chunk_size):
+            positions = candidates[start : start + chunk_size]
+            kept, vectors = _encode_chunk(vectorizer, items, positions, modality, batch_size, on_error,
+                                          result.skipped, show_progress)
+            batch = IngestBatch(
+                modality=modality,
+                positions=kept,
+                items=[items[i] for i in kept],
+                ids=[ids[i] if ids is not None else content_id(items[i], modality) for i in kept],
+                vectors=vectors,
+                payloads=[{**provenance(items[i], modality), **((payloads[i] if payloads else None) or {})}
+                          for i in kept],
+            )
+            for position, item_id in zip(batch.positions, batch.ids):
+                result.ids[position] = item_id
+            pending.append(batch)
+            if on_error == "skip":
+                _write(write, pending.pop())
+            bar.update(len(positions))
+        bar.update(len(items) - len(candidates))  # items refused by `check`
+    for batch in pending:
+        _write(write, batch)
+    result.skipped.sort(key=lambda error: error.index)
+    return result
+
+
+def _write(write: Callable[[IngestBatch], None], batch: IngestBatch) -> None:
+    if len(batch):
+        write(batch)
+
+
+def _checked(
+    items: list[Any],
+    positions: list[int],
+    check: Callable[[Any, int], None],
+    on_error: OnError,
+    skipped: list[InvalidInputError],
+) -> list[int]:
+    kept = []
+    for i in positions:
+        try:
+            check(items[i], i)
+        except InvalidInputError as error:
+            if on_error == "raise":
+                raise
+            skipped.append(error)
+        else:
+            kept.append(i)
+    return kept
+
+
+def _encode_chunk(
+    vectorizer: "Vectorizer",
+    items: list[Any],
+    positions: list[int],
+    modality: Modality,
+    batch_size: int,
+    on_error: OnError,
+    skipped: list[InvalidInputError],
+    show_progress: bool | None,
+) -> tuple[list[int], np.ndarray]:
+    """Encode ``items[positions]``; returns the kept positions and their vectors. Errors name the input position."""
+    encode = vectorizer.encode_images if modality == "image" else vectorizer.encode_texts
+    kept: list[int] = []
+    parts: list[np.ndarray] = []
+    segments = [positions]
+    while segments:
+        segment = segments.pop(0)
+        if not segment:
+            continue
+        try:
+            parts.append(encode([items[i] for i in segment], batch_size=batch_size, show_progress=show_progress))
+            kept.extend(segment)
+        except InvalidInputError as exc:
+            if exc.index is None or not 0 <= exc.index < len(segment):
+                raise
+            error = exc.at(segment[exc.index])  # position in the caller's list, not in this chunk
+            if on_error == "raise":
+                raise error from None
+            skipped.append(error)
+            # The core reports the first bad item in order, so the items before it are fine: encode them and go on
+            # after it (each good item is encoded about once, however many bad ones there are).
+            segments[:0] = [segment[: exc.index], segment[exc.index + 1 :]]
+    vectors = np.concatenate(parts) if parts else np.empty((0, vectorizer.dim), dtype=np.float32)
+    return kept, vectors
+
+
+__all__ = [
+    "ID_NAMESPACE",
+    "IngestBatch",
+    "IngestResult",
+    "Modality",
+    "OnError",
+    "content_id",
+    "ingest",
+    "ingest_items",
+    "provenance",
+]
