@@ -33,7 +33,14 @@ from .ingest import (  # noqa: E402
 from .inputs import ImageLimits, list_image_files, load_base64_image, validate_text  # noqa: E402
 from .options import add_options, check_options, option, options_from_args  # noqa: E402
 from .preprocess import PatchedImage  # noqa: E402
-from .vectorizer import MODEL_NAME, EncodeStats, Vectorizer, VectorizerOptions, shared_vectorizer  # noqa: E402
+from .vectorizer import (  # noqa: E402
+    MODEL_NAME,
+    EncodeStats,
+    Vectorizer,
+    VectorizerOptions,
+    model_reference,
+    shared_vectorizer,
+)
 
 __all__ = [
     "__version__",
@@ -42,6 +49,7 @@ __all__ = [
     "MODEL_NAME",
     "EncodeStats",
     "shared_vectorizer",
+    "model_reference",
     "PatchedImage",
     "ingest",
     "ingest_items",

@@ -465,6 +465,13 @@ _SHARED: dict[tuple, Vectorizer] = {}
 _SHARED_LOCK = threading.Lock()
 
 
+def model_reference(model: str | os.PathLike) -> str:
+    """How a store records which model it was embedded with: a local directory as an absolute path (a relative one
+    breaks in another working directory or process), a hub id as given."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else os.fspath(model)
+
+
 def shared_vectorizer(model: str | os.PathLike, **options: Any) -> Vectorizer:
     """One Vectorizer per (model, options) per process: adapters call this so N collections load one model.
 
@@ -475,8 +482,7 @@ def shared_vectorizer(model: str | os.PathLike, **options: Any) -> Vectorizer:
     options = {k: v for k, v in options.items() if v is not None}
     options["device"] = str(resolve_device(options.get("device")))  # "cpu" and the default on a CPU box are one
     settings = VectorizerOptions(**options)
-    path = Path(model).expanduser()
-    key = (str(path.resolve()) if path.exists() else str(model), settings)
+    key = (model_reference(model), settings)
     with _SHARED_LOCK:
         vectorizer = _SHARED.get(key)
         if vectorizer is None:

@@ -9,14 +9,13 @@ comes from the core :class:`~bge_siglip_vectorizer.Vectorizer`; this module only
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from chromadb.api.types import URI, DataLoader, Embeddable, EmbeddingFunction, Embeddings, Space
 from chromadb.utils.embedding_functions import known_embedding_functions, register_embedding_function
 
-from bge_siglip_vectorizer import InvalidInputError, Vectorizer, shared_vectorizer
+from bge_siglip_vectorizer import InvalidInputError, Vectorizer, model_reference, shared_vectorizer
 
 __all__ = ["BGESigLIPEmbeddingFunction", "ImageURI", "ImageURILoader", "NAME"]
 
@@ -84,7 +83,7 @@ class BGESigLIPEmbeddingFunction(EmbeddingFunction[Embeddable]):
         max_num_patches: Optional[int] = None,
     ) -> None:
         config = {
-            "model": _model_reference(model),
+            "model": model_reference(model),
             "device": device,
             "batch_size": batch_size,
             "max_num_patches": max_num_patches,
@@ -199,12 +198,6 @@ class BGESigLIPEmbeddingFunction(EmbeddingFunction[Embeddable]):
                 f"cannot change the model of a {NAME} collection from {old_config.get('model')!r} to "
                 f"{new_config.get('model')!r}: its stored vectors would no longer match; re-embed into a new collection"
             )
-
-
-def _model_reference(model: str | os.PathLike[str]) -> str:
-    # A local directory is stored absolute (a relative path breaks in another cwd); a hub id is stored as given.
-    path = Path(model).expanduser()
-    return str(path.resolve()) if path.exists() else os.fspath(model)
 
 
 def _as_items(input: Any) -> list[Any]:
