@@ -21,10 +21,12 @@ from .errors import (  # noqa: E402
     UnsupportedImageTypeError,
 )
 from .cli import Command  # noqa: E402
-from .ingest import (  # noqa: E402
+from .bulk import (  # noqa: E402
     ID_NAMESPACE,
     IngestBatch,
     IngestResult,
+    Modality,
+    OnError,
     content_id,
     ingest,
     ingest_items,
@@ -55,6 +57,8 @@ __all__ = [
     "ingest_items",
     "IngestBatch",
     "IngestResult",
+    "Modality",
+    "OnError",
     "content_id",
     "provenance",
     "ID_NAMESPACE",

@@ -148,6 +148,7 @@ def test_the_databases_own_check_runs_before_any_encoding(bge_siglip_vectorizer)
 
 def test_arguments_are_checked(bge_siglip_vectorizer):
     for kwargs, message in (({"on_error": "ignore"}, "on_error"), ({"chunk_size": 0}, "chunk_size"),
-                            ({"ids": [1]}, "ids has 1 entries"), ({"payloads": []}, "payloads has 0")):
+                            ({"ids": [1]}, "ids has 1 entries"), ({"payloads": []}, "payloads has 0"),
+                            ({"payloads": [None, {"vector": 1}], "reserved": {"id", "vector"}}, r"payloads\[1\] sets")):
         with pytest.raises(ValueError, match=message):
             ingest(bge_siglip_vectorizer, ["a", "b"], "text", Recorder(), **kwargs)

@@ -25,7 +25,7 @@ import os
 import sys
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Collection, Literal, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -156,6 +156,7 @@ def ingest(
     on_error: OnError = "raise",
     show_progress: bool | None = None,
     check: Callable[[Any, int], None] | None = None,
+    reserved: Collection[str] = (),
 ) -> IngestResult:
     """Encode ``items`` (all images or all texts) in chunks of ``chunk_size`` and hand each chunk to ``write``.
 
@@ -167,6 +168,8 @@ def ingest(
         check: the database's own limits, called as ``check(item, position)`` before any encoding; it raises an
             :class:`InvalidInputError` (e.g. a text longer than a string field holds), which ``on_error`` treats
             like a bad image.
+        reserved: payload keys the adapter writes itself (its id and vector fields): a payload setting one is a
+            ``ValueError`` before anything is encoded.
 
     Returns what was written; see the module docstring for the ``on_error`` policy. A failing ``write`` stops the
     ingest with the database's own error (chunks written before it stay written).
@@ -179,6 +182,10 @@ def ingest(
     for name, values in (("payloads", payloads), ("ids", ids)):
         if values is not None and len(values) != len(items):
             raise ValueError(f"{name} has {len(values)} entries for {len(items)} {modality}s")
+    for i, payload in enumerate(payloads or ()):
+        clash = set(reserved).intersection(payload or ())
+        if clash:
+            raise ValueError(f"payloads[{i}] sets {sorted(clash)}, which the adapter writes itself (ids: pass ids=)")
     result = IngestResult(ids=[None] * len(items))
     candidates = list(range(len(items)))
     if check is not None:
