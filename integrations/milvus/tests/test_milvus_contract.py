@@ -11,6 +11,7 @@ import itertools
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pytest
 from pymilvus import MilvusClient
 
@@ -76,3 +77,25 @@ class TestMilvusContract(AdapterContractTests):
     @pytest.fixture
     def harness(self, milvus_db_path, milvus_client, bge_siglip_model_dir):
         return MilvusHarness(milvus_db_path, milvus_client, bge_siglip_model_dir, f"contract_{next(_names)}")
+
+
+def test_the_harness_operations_the_capability_mixins_will_use(milvus_db_path, milvus_client, bge_siglip_model_dir,
+                                                                bge_siglip_other_model_dir):
+    from bge_siglip_milvus import ModelMismatchError, content_id
+
+    store = MilvusHarness(milvus_db_path, milvus_client, bge_siglip_model_dir, f"extras_{next(_names)}")
+    try:
+        assert store.add_texts(None, ["ein Hund", "a cat"]) == [content_id("ein Hund", "text"),
+                                                               content_id("a cat", "text")]
+        store.add_texts(None, ["ein Hund"])  # the same content id: no duplicate
+        store.upsert_images(["x"], [np.zeros((8, 8, 3), np.uint8)], metadata=[{"lang": "en"}])
+        store.upsert_texts(["x"], ["zweiter"], metadata=[{"lang": "de"}])
+        assert store.count() == 3 and store.query_text("zweiter", k=1) == ["x"]
+        assert store.metadata("x") == {"modality": "text", "text": "zweiter", "source": None, "lang": "de"}
+        store.delete(["x"])
+        assert store.count() == 2
+        with pytest.raises(ModelMismatchError):
+            store.with_model(bge_siglip_other_model_dir).add_texts(None, ["y"])
+        assert store.reopen().count() == 2
+    finally:
+        store.close()

@@ -222,7 +222,9 @@ class BGESigLIPMilvus:
                             f"(max_length {limits[field]:,})", index=position)
 
         def write(batch: IngestBatch) -> None:
-            rows = [{**payload, ID_FIELD: item_id, VECTOR_FIELD: vector}
+            # Every declared field is written (None where absent): milvus-lite merges an upsert into the old row
+            # (Milvus servers replace it), so a row that changes kind must not keep its old source or text.
+            rows = [{SOURCE_FIELD: None, TEXT_FIELD: None, **payload, ID_FIELD: item_id, VECTOR_FIELD: vector}
                     for item_id, vector, payload in zip(batch.ids, batch.vectors, batch.payloads)]
             self.client.upsert(collection_name, data=rows)
 
