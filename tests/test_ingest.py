@@ -7,7 +7,6 @@ what reaches the recorder is what reaches every database.
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,19 +21,9 @@ from bge_siglip_vectorizer import (
     ingest_items,
     provenance,
 )
-from bge_siglip_vectorizer.testing.images import sample_image
+from bge_siglip_vectorizer.testing.images import sample_image_files
 
 BAD = b"\x89PNG\r\n\x1a\n not a png"
-
-
-def write_images(folder: Path, n: int) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        path = folder / f"img{i:02d}.png"
-        sample_image(40 + 8 * i, 32, "RGB", seed=i).save(path)
-        paths.append(path)
-    return paths
 
 
 class Recorder:
@@ -52,7 +41,7 @@ class Recorder:
 def test_content_ids_are_stable_and_follow_the_content(tmp_path):
     # Pinned (the value bge-siglip-qdrant has always given): ids must not change, or re-ingesting an existing store would duplicate every row.
     assert content_id("ein Hund am Strand", "text") == "d7f55dae-d962-5e59-9153-719919b6e640"
-    first = write_images(tmp_path / "a", 1)[0]
+    first = sample_image_files(tmp_path / "a", 1)[0]
     moved = tmp_path / "elsewhere.png"
     shutil.copy(first, moved)
     assert content_id(first) == content_id(moved) == content_id(first.read_bytes())
@@ -63,7 +52,7 @@ def test_content_ids_are_stable_and_follow_the_content(tmp_path):
 
 
 def test_provenance_records_modality_and_source(tmp_path):
-    path = write_images(tmp_path, 1)[0]
+    path = sample_image_files(tmp_path, 1)[0]
     assert provenance("ein Hund", "text") == {"modality": "text", "text": "ein Hund"}
     assert provenance(path, "image") == {"modality": "image", "source": str(path)}
     assert provenance("https://example.com/x.png", "image")["source"] == "https://example.com/x.png"
@@ -72,7 +61,7 @@ def test_provenance_records_modality_and_source(tmp_path):
 
 
 def test_ingest_items_expands_folders_and_refuses_single_items(tmp_path):
-    paths = write_images(tmp_path / "photos" / "sub", 2)
+    paths = sample_image_files(tmp_path / "photos" / "sub", 2)
     assert ingest_items(tmp_path / "photos", "image") == paths
     with pytest.raises(InvalidInputError, match="wrap a single image"):
         ingest_items(str(paths[0]), "image")
@@ -82,7 +71,7 @@ def test_ingest_items_expands_folders_and_refuses_single_items(tmp_path):
 
 
 def test_chunks_carry_core_vectors_ids_and_payloads(bge_siglip_vectorizer, tmp_path):
-    paths = write_images(tmp_path, 5)
+    paths = sample_image_files(tmp_path, 5)
     recorder = Recorder()
     payloads = [{"n": i, "modality": "photo"} if i == 1 else None for i in range(5)]
     result = ingest(bge_siglip_vectorizer, paths, "image", recorder, payloads=payloads, chunk_size=2)
@@ -100,7 +89,7 @@ def test_chunks_carry_core_vectors_ids_and_payloads(bge_siglip_vectorizer, tmp_p
 
 
 def test_a_bad_item_in_the_last_chunk_writes_nothing(bge_siglip_vectorizer, tmp_path):
-    paths: list = write_images(tmp_path, 4)
+    paths: list = sample_image_files(tmp_path, 4)
     recorder = Recorder()
     with pytest.raises(InvalidImageError) as info:
         ingest(bge_siglip_vectorizer, paths + [BAD], "image", recorder, chunk_size=2)
@@ -109,7 +98,7 @@ def test_a_bad_item_in_the_last_chunk_writes_nothing(bge_siglip_vectorizer, tmp_
 
 
 def test_skip_leaves_bad_items_out_and_streams_chunks(bge_siglip_vectorizer, tmp_path):
-    good = write_images(tmp_path, 4)
+    good = sample_image_files(tmp_path, 4)
     items = [good[0], BAD, good[1], good[2], BAD, BAD, good[3]]
     recorder = Recorder()
     written_before_end: list[int] = []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -71,3 +73,15 @@ def encode_image(image: Image.Image, fmt: str = "PNG", **save_args) -> bytes:
         image = image.convert("RGB")
     image.save(buffer, format=fmt, **save_args)
     return buffer.getvalue()
+
+
+def sample_image_files(folder: "str | os.PathLike", n: int, seed: int = 0) -> list[Path]:
+    """``n`` distinct image files in ``folder`` (created), alternating JPEG and PNG, of growing widths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"img{i:02d}.{'png' if i % 2 else 'jpg'}"
+        sample_image(48 + 8 * i, 40, "RGB", seed=seed + i).save(path)
+        paths.append(path)
+    return paths

@@ -27,21 +27,11 @@ from PIL import Image
 import bge_siglip_lancedb
 from bge_siglip_lancedb import BGESigLIPEmbeddings, ModelMismatchError, add_images, add_texts, content_id
 from bge_siglip_vectorizer import InvalidImageError, InvalidInputError, InvalidTextError
-from bge_siglip_vectorizer.testing.images import sample_image
+from bge_siglip_vectorizer.testing.images import sample_image, sample_image_files
 
 TEXTS = ["a dog on the beach", "ein Hund am Strand", "un chat noir sur un canapé", "кошка на окне"]
 BAD = b"\x89PNG\r\n\x1a\n not a png"
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "lancedb_quickstart.py"
-
-
-def write_images(folder: Path, n: int, seed: int = 0) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        path = folder / f"img{i:02d}.{'png' if i % 2 else 'jpg'}"
-        sample_image(48 + 8 * i, 40, "RGB", seed=seed + i).save(path)
-        paths.append(path)
-    return paths
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +69,7 @@ def test_import_registers_the_function_and_create_records_location_and_fingerpri
 
 def test_source_embeddings_are_the_cores_in_batches(func, tmp_path):
     vec = func.vectorizer
-    paths = write_images(tmp_path, 6)
+    paths = sample_image_files(tmp_path, 6)
     inputs = [str(paths[0]), paths[1].as_uri(), paths[2].read_bytes(), Image.open(paths[3]), str(paths[4]),
               str(paths[5])]
     before = vec.stats.image_batches
@@ -99,7 +89,7 @@ def test_source_embeddings_are_the_cores_in_batches(func, tmp_path):
 
 def test_query_embeddings_take_a_text_or_an_image(func, tmp_path):
     vec = func.vectorizer
-    path = write_images(tmp_path, 1)[0]
+    path = sample_image_files(tmp_path, 1)[0]
     np.testing.assert_allclose(func.compute_query_embeddings("ein Hund")[0], vec.encode_texts(["ein Hund"])[0],
                                atol=1e-6)
     expected = vec.encode_images([path])[0]
@@ -134,7 +124,7 @@ def test_lance_model_with_source_and_vector_fields_embeds_on_add_and_search(db, 
         vector: Vector(func.ndims()) = func.VectorField()
 
     photos = db.create_table("photos", schema=Photo)
-    paths = write_images(tmp_path / "photos", 4)
+    paths = sample_image_files(tmp_path / "photos", 4)
     photos.add([{"uri": str(p)} for p in paths])
     for i in (0, 3):
         for query in (Image.open(paths[i]), paths[i]):  # a PIL image or a path embeds an image query
@@ -146,7 +136,7 @@ def test_lance_model_with_source_and_vector_fields_embeds_on_add_and_search(db, 
 
 
 def test_one_table_holds_image_rows_and_text_rows(table, func, tmp_path):
-    paths = write_images(tmp_path / "photos", 3)
+    paths = sample_image_files(tmp_path / "photos", 3)
     table.add([{"id": "cat", "modality": "image", "source": str(paths[0])}])  # LanceDB embeds the image itself
     add_images(table, paths[1:])
     add_texts(table, TEXTS)
@@ -165,7 +155,7 @@ def test_one_table_holds_image_rows_and_text_rows(table, func, tmp_path):
 
 
 def test_bulk_ingest_is_idempotent_upserts_and_re_embeds(table, func, tmp_path):
-    paths = write_images(tmp_path / "photos", 5)
+    paths = sample_image_files(tmp_path / "photos", 5)
     first = add_images(table, tmp_path / "photos", chunk_size=2)
     assert first.ids == [content_id(p) for p in paths]
     assert add_images(table, paths).ids == first.ids and table.count_rows() == 5  # nothing doubles
@@ -179,7 +169,7 @@ def test_bulk_ingest_is_idempotent_upserts_and_re_embeds(table, func, tmp_path):
 
 
 def test_bulk_ingest_writes_nothing_on_a_bad_item_or_skips_it(table, tmp_path):
-    good = write_images(tmp_path, 3)
+    good = sample_image_files(tmp_path, 3)
     with pytest.raises(InvalidImageError) as info:
         add_images(table, [*good, BAD], chunk_size=2)
     assert info.value.index == 3 and table.count_rows() == 0
@@ -208,7 +198,7 @@ def test_payloads_fill_your_own_columns_and_unknown_keys_are_refused(db, func):
 def test_table_add_of_a_bad_image_writes_nothing(table, tmp_path):
     # Inside table.add LanceDB runs the function in its Arrow writer and reports what it raises as a RuntimeError
     # carrying our message; add_images keeps the typed error (it encodes before LanceDB sees the rows).
-    good = write_images(tmp_path, 1)[0]
+    good = sample_image_files(tmp_path, 1)[0]
     bad = tmp_path / "bad.png"
     bad.write_bytes(BAD)
     with pytest.raises(RuntimeError, match=r"image #1 .*bad\.png"):
@@ -270,7 +260,7 @@ def test_a_new_process_rebuilds_the_function_and_refuses_a_swapped_model(
 ):
     db = lancedb.connect(str(tmp_path / "db"))
     kept = bge_siglip_lancedb.create_table(db, "kept", func)
-    add_images(kept, write_images(tmp_path / "photos", 3))
+    add_images(kept, sample_image_files(tmp_path / "photos", 3))
     add_texts(kept, TEXTS)
     here = [hit["id"] for hit in kept.search(TEXTS[1]).limit(10).to_list()]
     # A table whose model directory is then replaced by another model (e.g. retrained in place).
@@ -296,7 +286,7 @@ def test_the_quickstart_example_runs_twice_without_duplicates(bge_siglip_model_d
     spec = importlib.util.spec_from_file_location("lancedb_quickstart", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    write_images(tmp_path / "photos", 3)
+    sample_image_files(tmp_path / "photos", 3)
     args = ["--model", str(bge_siglip_model_dir), "--images", str(tmp_path / "photos"), "--db", str(tmp_path / "ex")]
     example.main(args)
     first = capsys.readouterr().out

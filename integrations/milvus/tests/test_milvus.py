@@ -26,21 +26,11 @@ from bge_siglip_milvus import (
     content_id,
 )
 from bge_siglip_vectorizer import InvalidImageError, InvalidInputError, InvalidTextError
-from bge_siglip_vectorizer.testing.images import sample_image
+from bge_siglip_vectorizer.testing.images import sample_image, sample_image_files
 
 TEXTS = ["a dog on the beach", "ein Hund am Strand", "un chat noir", "кошка на окне"]
 BAD = b"\x89PNG\r\n\x1a\n not a png"
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "milvus_quickstart.py"
-
-
-def write_images(folder: Path, n: int, seed: int = 0) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        path = folder / f"img{i:02d}.{'png' if i % 2 else 'jpg'}"
-        sample_image(48 + 8 * i, 40, "RGB", seed=seed + i).save(path)
-        paths.append(path)
-    return paths
 
 
 def count(db: BGESigLIPMilvus, collection: str) -> int:
@@ -108,7 +98,7 @@ def test_create_collection_writes_the_schema_and_records_the_model(db, collectio
 
 # ------------------------------------------------------------------------------------------------ ingest
 def test_add_images_from_a_folder_stores_core_vectors_provenance_and_content_ids(db, collection, tmp_path):
-    paths = write_images(tmp_path / "photos", 5)
+    paths = sample_image_files(tmp_path / "photos", 5)
     result = db.add_images(collection, tmp_path / "photos", chunk_size=2,
                            payloads=[{"album": "beach"}] + [None] * 4)
     assert result.ids == [content_id(p) for p in paths] and result.written == 5
@@ -138,7 +128,7 @@ def test_add_texts_upserts_by_id_and_re_embeds(db, collection):
 
 
 def test_a_bad_item_writes_nothing(db, collection, tmp_path):
-    paths: list = write_images(tmp_path, 3)
+    paths: list = sample_image_files(tmp_path, 3)
     with pytest.raises(InvalidImageError) as info:
         db.add_images(collection, paths + [BAD], chunk_size=2)  # the bad item is in the last chunk
     assert info.value.index == 3
@@ -149,7 +139,7 @@ def test_a_bad_item_writes_nothing(db, collection, tmp_path):
 
 
 def test_skip_leaves_bad_items_out(db, collection, tmp_path):
-    good = write_images(tmp_path, 3)
+    good = sample_image_files(tmp_path, 3)
     result = db.add_images(collection, [good[0], BAD, good[1], str(tmp_path / "missing.png"), good[2]],
                            on_error="skip", chunk_size=2)
     assert [error.index for error in result.skipped] == [1, 3]
@@ -248,7 +238,7 @@ def test_a_new_process_reopens_the_file_and_the_model_guard_holds(
     path = tmp_path / "reopen.db"
     db = BGESigLIPMilvus(MilvusClient(str(path)), embedding_function)
     db.create_collection("photos")
-    db.add_images("photos", write_images(tmp_path / "photos", 4))
+    db.add_images("photos", sample_image_files(tmp_path / "photos", 4))
     db.add_texts("photos", TEXTS)
     here = [hit["id"] for hit in db.search("photos", texts=[TEXTS[1]], limit=10)[0]]
     db.client.close()
@@ -269,7 +259,7 @@ def test_the_quickstart_example_runs_twice_without_duplicates(bge_siglip_model_d
     spec = importlib.util.spec_from_file_location("milvus_quickstart", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    write_images(tmp_path / "photos", 3)
+    sample_image_files(tmp_path / "photos", 3)
     args = ["--model", str(bge_siglip_model_dir), "--images", str(tmp_path / "photos"),
             "--db", str(tmp_path / "example.db")]
     example.main(args)
