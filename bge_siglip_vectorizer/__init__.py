@@ -14,6 +14,7 @@ from .errors import (  # noqa: E402
     InvalidImageError,
     InvalidInputError,
     InvalidTextError,
+    MissingHeadError,
     MissingProjectorError,
     ModelLoadError,
     ModelMismatchError,
@@ -35,6 +36,7 @@ from .bulk import (  # noqa: E402
 from .inputs import ImageLimits, list_image_files, load_base64_image, validate_text  # noqa: E402
 from .options import add_options, check_options, option, options_from_args  # noqa: E402
 from .preprocess import PatchedImage  # noqa: E402
+from .text_outputs import SparseEmbedding, TextEncodings  # noqa: E402
 from .vectorizer import (  # noqa: E402
     MODEL_NAME,
     EncodeStats,
@@ -62,6 +64,8 @@ __all__ = [
     "content_id",
     "provenance",
     "ID_NAMESPACE",
+    "SparseEmbedding",
+    "TextEncodings",
     "ImageLimits",
     "list_image_files",
     "load_base64_image",
@@ -79,6 +83,7 @@ __all__ = [
     "InvalidImageError",
     "InvalidInputError",
     "InvalidTextError",
+    "MissingHeadError",
     "MissingProjectorError",
     "ModelLoadError",
     "ModelMismatchError",

@@ -197,7 +197,7 @@ def _convert_parser(sub) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from .convert import convert_research_checkpoint
+    from .convert import convert_research_checkpoint, text_tower_outputs
 
     out = convert_research_checkpoint(
         args.checkpoint,
@@ -207,7 +207,9 @@ def _convert(args: argparse.Namespace) -> int:
         text_pooling=args.text_pooling,
         max_num_patches=args.max_num_patches,
     )
-    print(f"wrote {out} (text tower: {args.text_tower})")
+    outputs = text_tower_outputs(args.text_tower)
+    gives = "its BGE-M3 heads load with it" if outputs is None else f"text outputs: {', '.join(outputs)}"
+    print(f"wrote {out} (text tower: {args.text_tower}; {gives})")
     return 0
 
 
@@ -312,7 +314,12 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _info_parser(sub) -> None:
-    p = sub.add_parser("info", help="describe a model directory", description="Load a model and print its settings.")
+    p = sub.add_parser(
+        "info",
+        help="describe a model directory",
+        description="Load a model and print its settings: towers, sizes, the text outputs it gives (dense, and "
+        "BGE-M3's sparse and multi-vector where the text tower has their heads) and the fingerprints stores compare.",
+    )
     p.add_argument("model", help="model directory or hub repo id")
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(func=_info)
@@ -321,12 +328,18 @@ def _info_parser(sub) -> None:
 def _info(args: argparse.Namespace) -> int:
     from .vectorizer import Vectorizer
 
-    description = Vectorizer.from_pretrained(args.model, device="cpu").describe()
+    vectorizer = Vectorizer.from_pretrained(args.model, device="cpu")
+    # The fingerprints are what stores compare (one per granularity); describe() is also the server's /meta.
+    description = {**vectorizer.describe(), "fingerprints": vectorizer.fingerprints}
     if args.json:
         print(json.dumps(description, indent=2))
     else:
         width = max(len(key) for key in description)
         for key, value in description.items():
+            if isinstance(value, list):
+                value = ", ".join(map(str, value))
+            elif isinstance(value, dict):
+                value = ", ".join(f"{k} {v}" for k, v in value.items())
             print(f"{key:<{width}}  {value}")
     return 0
 

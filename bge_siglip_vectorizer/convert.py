@@ -3,7 +3,8 @@
 The checkpoint holds ``vision_model.*`` (a Siglip2VisionModel, possibly wrapped once more), ``projector.0.*``,
 ``projector.2.*``, ``logit_scale`` and ``logit_bias``; the frozen text tower is not in it and is referenced by hub id
 or path. The converted model's vectors equal the research forward
-``F.normalize(projector(vision_model(...).pooler_output))``.
+``F.normalize(projector(vision_model(...).pooler_output))``. BGE-M3's sparse and multi-vector heads belong to the
+text tower (``sparse_linear.pt``, ``colbert_linear.pt`` beside its weights) and load from the reference with it.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from .loading import (
     ModelConfig,
     _absolute_reference,
     _tower_location,
+    load_text_heads,
     quiet_transformers,
     write_processor_config,
 )
 from .model import ImageEncoder
 from .preprocess import NaFlexConfig
 
-__all__ = ["convert_research_checkpoint", "read_research_checkpoint", "infer_vision_config"]
+__all__ = ["convert_research_checkpoint", "read_research_checkpoint", "infer_vision_config", "text_tower_outputs"]
 
 
 # num_attention_heads cannot be read off weight shapes; these are the published SigLIP / SigLIP-2 towers.
@@ -100,6 +102,13 @@ def load_vision_config(reference: str):
     return config
 
 
+def text_tower_outputs(text_tower: str) -> tuple[str, ...] | None:
+    """The text outputs a local text tower gives: ``"dense"`` plus the BGE-M3 heads beside it (read, so a broken
+    head file fails here); ``None`` for a hub id, whose heads are fetched with it when the model loads."""
+    local = Path(text_tower).expanduser()
+    return ("dense", *load_text_heads(str(local))) if local.is_dir() else None
+
+
 def convert_research_checkpoint(
     checkpoint: str | os.PathLike,
     out: str | os.PathLike,
@@ -111,11 +120,12 @@ def convert_research_checkpoint(
     """Convert the research ``model_checkpoint.pt`` into a BGE-SigLIP directory.
 
     The (possibly fine-tuned) vision tower and the projector are written into the directory; the frozen text tower
-    is referenced (hub id or path), as the checkpoint does not contain it.
+    is referenced (hub id or path), as the checkpoint does not contain it, and with it its BGE-M3 heads.
     """
     from transformers import Siglip2VisionModel
 
     state = read_research_checkpoint(checkpoint)
+    text_tower_outputs(text_tower)  # a local tower's head files are checked before anything is written
     vision_state = vision_state_from_research(state)
     config = load_vision_config(vision_config) if vision_config else infer_vision_config(vision_state)
     vision = Siglip2VisionModel(config)

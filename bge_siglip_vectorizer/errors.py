@@ -10,7 +10,8 @@
     │   │   └── UnsupportedImageTypeError (TypeError)
     │   └── InvalidTextError
     ├── ModelLoadError                       a model directory, checkpoint, tower or graph
-    │   └── MissingProjectorError
+    │   ├── MissingProjectorError
+    │   └── MissingHeadError                 sparse / multi-vector output asked of a tower without that head
     ├── ModelMismatchError (ValueError)      a store embedded with another model (fingerprints differ)
     ├── OptionalDependencyError (ImportError) an extra is not installed; says which
     ├── ExportError                          ONNX export or quantisation failed
@@ -38,6 +39,7 @@ __all__ = [
     "ModelLoadError",
     "MissingProjectorError",
     "ModelMismatchError",
+    "MissingHeadError",
     "DataError",
     "OptionalDependencyError",
     "ExportError",
@@ -108,6 +110,11 @@ class ModelLoadError(BGESigLIPError):
 
 class MissingProjectorError(ModelLoadError):
     """The model has no trained projector weights; random weights are never used silently."""
+
+
+class MissingHeadError(ModelLoadError):
+    """Sparse or multi-vector text output was asked of a model whose text tower lacks BGE-M3's head for it
+    (``sparse_linear.pt`` / ``colbert_linear.pt``), or of a backend that does not run it; dense output still works."""
 
 
 class ModelMismatchError(BGESigLIPError, ValueError):

@@ -6,10 +6,17 @@ A BGE-SigLIP directory::
     projector.safetensors    projector.0.*, projector.2.*, logit_scale, logit_bias
     vision/                  Siglip2VisionModel (config.json, model.safetensors, preprocessor_config.json)
     text/                    the text encoder + its tokenizer (config.json, model.safetensors, tokenizer.json, ...)
+                             and, optionally, BGE-M3's heads: sparse_linear.pt, colbert_linear.pt
 
 ``vision_tower`` / ``text_tower`` in the config are either sub-directories of the model directory or references
 to elsewhere (an absolute path or a hub id such as ``BAAI/bge-m3``), so a directory can hold just a trained
 projector composed with the public towers. Converting the research checkpoint lives in :mod:`.convert`.
+
+BGE-M3's two extra heads sit beside the text tower's weights, as in the ``BAAI/bge-m3`` hub repo:
+``sparse_linear.pt`` (Linear(hidden, 1), lexical weights) and ``colbert_linear.pt`` (Linear(hidden, d), ColBERT
+multi-vectors), each a ``torch.save``'d state dict with keys ``weight`` and ``bias``. A tower without them gives dense
+vectors only. Unlike FlagEmbedding, which loads the heads only when both files exist (else it keeps random ones
+silently), each head loads on its own and a missing one is never replaced by random weights.
 """
 
 from __future__ import annotations
@@ -22,9 +29,10 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
+from torch import nn
 from safetensors.torch import load_file, save_file
 
 from .errors import MissingProjectorError, ModelLoadError, reraise_as
@@ -36,6 +44,8 @@ PROJECTOR_NAME = "projector.safetensors"
 FORMAT_VERSION = 1
 DEFAULT_VISION_TOWER = "google/siglip2-so400m-patch16-naflex"
 DEFAULT_TEXT_TOWER = "BAAI/bge-m3"
+#: BGE-M3's extra heads by the output they give, under their hub file names.
+HEAD_FILES = {"sparse": "sparse_linear.pt", "multivector": "colbert_linear.pt"}
 
 HOW_TO_GET_PROJECTOR = (
     "No BGE-SigLIP projector weights are published. Make them with `bge-siglip train` on your image-caption data, "
@@ -184,6 +194,54 @@ def load_text_tower(reference: str, root: Path | None = None, weights: bool = Tr
             return AutoModel.from_config(AutoConfig.from_pretrained(location)).eval(), tokenizer
 
 
+def load_text_heads(reference: str, root: Path | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """BGE-M3's heads found beside the text tower, as state dicts by output (``"sparse"``, ``"multivector"``);
+    ``{}`` for a tower without them. Read with ``weights_only=True``: a ``.pt`` file cannot run code."""
+    location = _tower_location(reference, root)
+    heads = {}
+    for output, name in HEAD_FILES.items():
+        with reraise_as(ModelLoadError, f"cannot look for {name} of the text tower {reference!r}"):
+            path = _tower_file(location, name)
+        if path is None:
+            continue
+        with reraise_as(ModelLoadError, f"cannot read the {output} head {path}"):
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        if not (isinstance(state, dict) and set(state) == {"weight", "bias"}
+                and all(isinstance(v, torch.Tensor) for v in state.values())):
+            keys = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ModelLoadError(f"{path} is not a Linear layer's state dict (keys weight, bias): got {keys}")
+        heads[output] = state
+    return heads
+
+
+def _tower_file(location: str, name: str) -> Path | None:
+    """``name`` in a tower directory or hub repo, or ``None`` where the tower has no such file."""
+    if Path(location).is_dir():
+        path = Path(location) / name
+        return path if path.is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(location, name))
+    except EntryNotFoundError:  # not in the repo, or (offline) not in the local cache
+        return None
+
+
+def _head_layer(output: str, state: Mapping[str, torch.Tensor], hidden: int) -> nn.Linear:
+    weight, bias = state["weight"], state["bias"]
+    name = HEAD_FILES[output]
+    if weight.ndim != 2 or bias.shape != weight.shape[:1] or (output == "sparse" and weight.shape[0] != 1):
+        wanted = "(1, hidden)" if output == "sparse" else "(d, hidden)"
+        raise ModelLoadError(f"{name}: weight {tuple(weight.shape)} and bias {tuple(bias.shape)} are not a {wanted} Linear")
+    if weight.shape[1] != hidden:
+        raise ModelLoadError(f"{name} takes {weight.shape[1]}-d inputs but the text tower's hidden size is {hidden}")
+    with torch.device("cpu"):  # small: real weights even when the tower itself is on "meta" (ONNX backend)
+        layer = nn.Linear(weight.shape[1], weight.shape[0])
+    layer.load_state_dict({"weight": weight, "bias": bias})
+    return layer.eval()
+
+
 def text_max_length_of(model: torch.nn.Module, tokenizer: Any) -> int:
     """The longest input the text tower accepts (8192 for BGE-M3)."""
     config = model.config
@@ -227,7 +285,8 @@ def load_components(
     projector = read_projector(projector_path(directory, config))
     vision = load_vision_tower(config.vision_tower, directory, weights=weights)
     text_model, tokenizer = load_text_tower(config.text_tower, directory, weights=weights)
-    components = build_components(vision, text_model, tokenizer, config, projector, directory, max_num_patches)
+    heads = load_text_heads(config.text_tower, directory)  # small: read even for ONNX (fingerprints, capabilities)
+    components = build_components(vision, text_model, tokenizer, config, projector, directory, max_num_patches, heads)
     components.has_weights = weights
     return components
 
@@ -240,9 +299,11 @@ def build_components(
     projector_state: dict[str, torch.Tensor] | None,
     directory: Path | None = None,
     max_num_patches: int | None = None,
+    text_heads: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ) -> Components:
     """Assemble loaded towers. ``projector_state=None`` keeps a freshly initialised projector: only training
-    passes it (loading paths always read trained weights, or fail with ``MissingProjectorError``)."""
+    passes it (loading paths always read trained weights, or fail with ``MissingProjectorError``).
+    ``text_heads``: BGE-M3's head state dicts by output, as :func:`load_text_heads` returns them."""
     text_dim = int(text_model.config.hidden_size)
     if config.dim is not None and int(config.dim) != text_dim:
         raise ModelLoadError(f"config dim {config.dim} does not match the text tower's hidden size {text_dim}")
@@ -265,9 +326,13 @@ def build_components(
     if config.text_max_length:
         max_len = min(max_len, int(config.text_max_length))
     config = dataclasses.replace(config, dim=text_dim)
+    heads = {output: _head_layer(output, state, text_dim) for output, state in (text_heads or {}).items()}
+    text_encoder = TextEncoder(
+        text_model, config.text_pooling, sparse_linear=heads.get("sparse"), colbert_linear=heads.get("multivector")
+    )
     return Components(
         image_encoder=image_encoder.eval(),
-        text_encoder=TextEncoder(text_model, config.text_pooling).eval(),
+        text_encoder=text_encoder.eval(),
         tokenizer=tokenizer,
         config=config,
         text_max_length=max_len,
@@ -276,26 +341,69 @@ def build_components(
 
 
 def model_fingerprint(components: Components) -> str:
-    """sha256 over what decides the vector space: projector weights, both towers' configs, pooling, preprocessing.
+    """sha256 over what decides the dense vector space: projector weights, both towers' configs, pooling,
+    preprocessing.
 
     Tower weights are not hashed (gigabytes); training that changes the vision tower also changes the projector.
+    BGE-M3's sparse and multi-vector heads are not hashed either: dense vectors do not depend on them, so adding or
+    dropping them leaves a model's dense collections readable. They have fingerprints of their own
+    (:func:`text_head_fingerprints`).
     """
     digest = hashlib.sha256()
-    for key, tensor in sorted(components.image_encoder.projector_state().items()):
-        digest.update(key.encode() + tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    _hash_state(digest, components.image_encoder.projector_state())
     facts = [
-        components.image_encoder.vision.config.to_dict(),
-        components.text_encoder.model.config.to_dict(),
+        _stable_config(components.image_encoder.vision.config),
+        _stable_config(components.text_encoder.model.config),
         components.config.text_pooling,
         components.text_max_length,
         # max_num_patches only sets how much detail is kept; the vectors stay in the same space.
         {k: v for k, v in components.preprocessing.to_dict().items() if k != "max_num_patches"},
     ]
-    for volatile in ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "architectures"):
-        for config in facts[:2]:
-            config.pop(volatile, None)  # type: ignore[union-attr]
     digest.update(json.dumps(facts, sort_keys=True, default=str).encode())
     return digest.hexdigest()
+
+
+def text_head_fingerprints(components: Components) -> dict[str, str]:
+    """A fingerprint per head the text tower has (``"sparse"``, ``"multivector"``): sha256 over the head's weights,
+    the text tower's config and the text length limit; for sparse also the vocabulary and special tokens, since its
+    coordinates are token ids. The projector and the vision tower do not enter: these are text-only spaces."""
+    tokenizer = components.tokenizer
+    shared = [_stable_config(components.text_encoder.model.config), components.text_max_length]
+    fingerprints = {}
+    for output, layer in components.text_encoder.heads().items():
+        digest = hashlib.sha256(output.encode())
+        _hash_state(digest, layer.state_dict())
+        facts: list[Any] = [*shared]
+        if output == "sparse":
+            vocabulary = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+            facts += [hashlib.sha256(json.dumps(vocabulary, ensure_ascii=False).encode()).hexdigest(),
+                      tokenizer.special_tokens_map]
+        digest.update(json.dumps(facts, sort_keys=True, default=str).encode())
+        fingerprints[output] = digest.hexdigest()
+    return fingerprints
+
+
+def text_head_digests(encoder: TextEncoder) -> dict[str, str]:
+    """sha256 of each head's weights alone (what exported ONNX graphs record, to notice heads changed since)."""
+    digests = {}
+    for output, layer in encoder.heads().items():
+        digest = hashlib.sha256()
+        _hash_state(digest, layer.state_dict())
+        digests[output] = digest.hexdigest()
+    return digests
+
+
+def _hash_state(digest: Any, state: Mapping[str, torch.Tensor]) -> None:
+    for key, tensor in sorted(state.items()):
+        digest.update(key.encode() + tensor.detach().float().cpu().contiguous().numpy().tobytes())
+
+
+def _stable_config(config: Any) -> dict[str, Any]:
+    """A tower's config without what changes when the same tower is saved elsewhere or by another version."""
+    data = config.to_dict()
+    for volatile in ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "architectures"):
+        data.pop(volatile, None)
+    return data
 
 
 def save_components(
@@ -325,6 +433,7 @@ def save_components(
         if copy_text:
             components.text_encoder.model.save_pretrained(out / "text")
             components.tokenizer.save_pretrained(out / "text")
+            save_text_heads(components.text_encoder, out / "text")
             config.text_tower = "text"
         else:
             config.text_tower = _absolute_reference(config.text_tower, components.source)
@@ -333,6 +442,19 @@ def save_components(
     config.projector = PROJECTOR_NAME
     config.write(out)
     return out
+
+
+def save_text_heads(encoder: TextEncoder, directory: Path) -> None:
+    """Write the encoder's heads as the hub's ``.pt`` state dicts; remove head files it does not have (a dense-only
+    model saved over a directory that held heads must not pick up someone else's)."""
+    heads = encoder.heads()
+    for output, name in HEAD_FILES.items():
+        path = directory / name
+        if output in heads:
+            state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in heads[output].state_dict().items()}
+            torch.save(state, path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _absolute_reference(reference: str, source: str | None) -> str:

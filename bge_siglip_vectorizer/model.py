@@ -1,4 +1,5 @@
-"""The ``nn.Module``s: SigLIP-2 NaFlex vision tower + MLP projector, and the frozen text tower with pooling."""
+"""The ``nn.Module``s: SigLIP-2 NaFlex vision tower + MLP projector, and the frozen text tower with pooling and
+BGE-M3's two extra heads (sparse / lexical and ColBERT multi-vector)."""
 
 from __future__ import annotations
 
@@ -64,20 +65,71 @@ class ImageEncoder(nn.Module):
 
 
 class TextEncoder(nn.Module):
-    """Any Hugging Face encoder -> CLS token (BGE-M3's dense vector) or masked mean -> L2 normalise."""
+    """Any Hugging Face encoder -> CLS token (BGE-M3's dense vector) or masked mean -> L2 normalise.
 
-    def __init__(self, model: nn.Module, pooling: str = "cls") -> None:
+    With BGE-M3's heads it also gives, from the same ``last_hidden_state``, what FlagEmbedding's
+    ``BGEM3FlagModel`` computes before its per-text post-processing:
+
+    * ``sparse_linear`` (Linear(hidden, 1)): a weight per token, ``relu(sparse_linear(h))``;
+    * ``colbert_linear`` (Linear(hidden, d)): a vector per token after CLS,
+      ``normalize(colbert_linear(h[:, 1:]) * mask[:, 1:])`` (padded rows are 0).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        pooling: str = "cls",
+        sparse_linear: nn.Linear | None = None,
+        colbert_linear: nn.Linear | None = None,
+    ) -> None:
         super().__init__()
         if pooling not in TEXT_POOLINGS:
             raise ValueError(f"pooling must be one of {TEXT_POOLINGS}, got {pooling!r}")
         self.model = model
         self.pooling = pooling
+        self.sparse_linear = sparse_linear
+        self.colbert_linear = colbert_linear
+
+    def heads(self) -> dict[str, nn.Linear]:
+        """The heads this encoder has, by the output they give: ``"sparse"``, ``"multivector"``."""
+        heads = {"sparse": self.sparse_linear, "multivector": self.colbert_linear}
+        return {output: layer for output, layer in heads.items() if layer is not None}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.pool(self.hidden_states(input_ids, attention_mask), attention_mask)
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The dense vector: CLS or masked mean, L2-normalised."""
         if self.pooling == "cls":
             pooled = hidden[:, 0]
         else:
             weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
         return F.normalize(pooled.float(), dim=-1)
+
+    def token_weights(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, L) lexical weight of every position, padding included (the caller drops what it must)."""
+        if self.sparse_linear is None:
+            raise ValueError("this text encoder has no sparse head")
+        return torch.relu(self.sparse_linear(hidden)).squeeze(-1).float()
+
+    def token_vectors(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L - 1, d) unit vectors of positions 1.. (CLS dropped), zero rows where padded."""
+        if self.colbert_linear is None:
+            raise ValueError("this text encoder has no multi-vector head")
+        vectors = self.colbert_linear(hidden[:, 1:]).float() * attention_mask[:, 1:, None].float()
+        return F.normalize(vectors, dim=-1)
+
+    def encode_all(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, sparse: bool = True, multivector: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Dense vectors and, as asked, token weights and token vectors, from one forward of the encoder."""
+        hidden = self.hidden_states(input_ids, attention_mask)
+        return (
+            self.pool(hidden, attention_mask),
+            self.token_weights(hidden) if sparse else None,
+            self.token_vectors(hidden, attention_mask) if multivector else None,
+        )

@@ -3,7 +3,8 @@
 Images stream through a thread pool (decode -> RGB -> NaFlex resize -> uint8 patches) one window ahead of the
 model, so decoding overlaps the forward pass. Within a window, items are de-duplicated by content (identical inputs
 get bit-identical vectors and are computed once) and sorted by patch count, so each batch pads little. Texts are
-tokenised in one call, de-duplicated, sorted by length and batched the same way. Every item is validated on the way;
+tokenised in one call, de-duplicated, sorted by length and batched the same way; BGE-M3's sparse and multi-vector
+outputs come from that same loop and the same forward pass as the dense vectors. Every item is validated on the way;
 the first bad one in input order raises a typed error naming its index, and no vectors are returned.
 """
 
@@ -19,30 +20,34 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Callable, Iterable, Literal, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ._version import __version__
 from .backends import BACKENDS, Backend, make_backend, needs_torch_weights
-from .errors import InvalidImageError, InvalidInputError
+from .errors import InvalidImageError, InvalidInputError, MissingHeadError
 from .inputs import DEFAULT_LIMITS, ImageInput, ImageLimits, load_image, validate_text
 from .loading import (
     DEFAULT_TEXT_TOWER,
     DEFAULT_VISION_TOWER,
+    HEAD_FILES,
     Components,
     ModelConfig,
     build_components,
     load_components,
+    load_text_heads,
     load_text_tower,
     load_vision_tower,
     model_fingerprint,
     read_projector,
     save_components,
+    text_head_fingerprints,
 )
 from .options import check_options, option
 from .preprocess import NaFlexConfig, PatchedImage, collate, patchify
+from .text_outputs import SparseEmbedding, TextEncodings, multivector_rows, sparse_embedding, sparse_excluded_ids
 
 Kind = Literal["text", "image"]
 #: The model name adapters answer to by default (e.g. ``models.Image(..., model=MODEL_NAME)`` in Qdrant).
@@ -167,7 +172,7 @@ class Vectorizer:
         vision_model = load_vision_tower(vision)
         text_model, tokenizer = load_text_tower(text)
         components = build_components(
-            vision_model, text_model, tokenizer, config, state, None, settings.max_num_patches
+            vision_model, text_model, tokenizer, config, state, None, settings.max_num_patches, load_text_heads(text)
         )
         return cls(components, settings)
 
@@ -183,6 +188,24 @@ class Vectorizer:
     @property
     def max_num_patches(self) -> int:
         return self.preprocessing.max_num_patches
+
+    @property
+    def text_outputs(self) -> tuple[str, ...]:
+        """The text granularities this model gives with this backend: ``"dense"``, and ``"sparse"`` /
+        ``"multivector"`` where the text tower has BGE-M3's heads and the backend runs them."""
+        heads = self.components.text_encoder.heads()
+        return tuple(output for output in self.backend.text_outputs if output == "dense" or output in heads)
+
+    @property
+    def sparse_dim(self) -> int | None:
+        """The size of the sparse vectors' space (the tokenizer's vocabulary), or ``None`` without a sparse head."""
+        return len(self.tokenizer) if "sparse" in self.components.text_encoder.heads() else None
+
+    @property
+    def multivector_dim(self) -> int | None:
+        """The size of each multi-vector row, or ``None`` without a multi-vector (ColBERT) head."""
+        head = self.components.text_encoder.heads().get("multivector")
+        return None if head is None else int(head.out_features)
 
     def describe(self) -> dict[str, Any]:
         """JSON-able description of the model (for ``bge-siglip info`` and the server's ``/meta``)."""
@@ -201,6 +224,9 @@ class Vectorizer:
             "vision_hidden_size": int(self.components.image_encoder.vision.config.hidden_size),
             "vision_layers": int(self.components.image_encoder.vision.config.num_hidden_layers),
             "text_layers": int(getattr(self.components.text_encoder.model.config, "num_hidden_layers", 0)),
+            "text_outputs": list(self.text_outputs),
+            "sparse_dim": self.sparse_dim,
+            "multivector_dim": self.multivector_dim,
             "backend": self.backend.name,
             "device": self.backend.device,
             "dtype": self.backend.dtype,
@@ -237,6 +263,86 @@ class Vectorizer:
         with self._progress(len(items), batch_size, show_progress, "texts") as progress:
             return self._encode_texts(items, list(range(len(items))), batch_size, progress, allow_empty)
 
+    def encode_texts_sparse(
+        self,
+        texts: Iterable[str],
+        batch_size: int = 32,
+        show_progress: bool | None = None,
+        allow_empty: bool = False,
+    ) -> list[SparseEmbedding]:
+        """BGE-M3's lexical weights per text: token ids (``.indices``, int64, ascending) and their weights
+        (``.values``, float32 > 0), as FlagEmbedding's ``BGEM3FlagModel.encode(return_sparse=True)`` computes them.
+
+        Needs the text tower's ``sparse_linear.pt`` (else :class:`MissingHeadError`); arguments as :meth:`encode_texts`.
+        """
+        return self.encode_texts_all(texts, batch_size, show_progress, allow_empty, multivector=False).sparse
+
+    def encode_texts_multivector(
+        self,
+        texts: Iterable[str],
+        batch_size: int = 32,
+        show_progress: bool | None = None,
+        allow_empty: bool = False,
+    ) -> list[np.ndarray]:
+        """BGE-M3's ColBERT vectors per text: float32 ``(tokens - 1, multivector_dim)``, unit rows (every token but
+        CLS, the final ``</s>`` included), as FlagEmbedding's ``encode(return_colbert_vecs=True)`` computes them.
+
+        Needs the text tower's ``colbert_linear.pt`` (else :class:`MissingHeadError`); arguments as
+        :meth:`encode_texts`.
+        """
+        return self.encode_texts_all(texts, batch_size, show_progress, allow_empty, sparse=False).multivector
+
+    def encode_texts_all(
+        self,
+        texts: Iterable[str],
+        batch_size: int = 32,
+        show_progress: bool | None = None,
+        allow_empty: bool = False,
+        *,
+        sparse: bool = True,
+        multivector: bool = True,
+    ) -> TextEncodings:
+        """Dense vectors and, from the same forward pass, sparse and multi-vector outputs (``sparse=False`` /
+        ``multivector=False`` leave one out: ``None`` in the result). ``.dense`` equals :meth:`encode_texts`."""
+        items = _as_list(texts, "texts")
+        with self._progress(len(items), batch_size, show_progress, "texts") as progress:
+            return self._text_encodings(
+                items, list(range(len(items))), batch_size, progress, allow_empty, sparse=sparse, multivector=multivector
+            )
+
+    def sparse_tokens(self, embedding: SparseEmbedding) -> list[str]:
+        """The vocabulary pieces of a sparse embedding's token ids, in its order (e.g. Chroma's ``SparseVector``
+        ``labels``; FlagEmbedding's ``convert_id_to_token``)."""
+        return list(self.tokenizer.convert_ids_to_tokens(embedding.indices.tolist()))
+
+    def encode_query(
+        self,
+        text: str | None = None,
+        image: ImageInput | None = None,
+        weights: tuple[float, float] = (1.0, 1.0),
+    ) -> np.ndarray:
+        """One float32 ``(dim,)`` unit query vector: the normalised weighted sum of the text's and the image's vectors
+        (``weights = (text_weight, image_weight)``), e.g. a photo plus "but in red" to find images.
+
+        Either alone gives its own vector. Errors: neither given, or weights that are not two finite numbers >= 0
+        with a positive one for a given input (``ValueError``); a bad text or image (``InvalidTextError`` /
+        ``InvalidImageError``, named ``text`` / ``image``).
+        """
+        if text is None and image is None:
+            raise InvalidInputError("encode_query needs text=, image= or both", index=None)
+        text_weight, image_weight = _query_weights(weights, text is not None, image is not None)
+        # The text first: it is validated without decoding anything.
+        total = np.zeros(self.dim, dtype=np.float64)
+        if text is not None:
+            total += text_weight * self._encode_texts([text], [None], 1, None)[0]
+        if image is not None:
+            total += image_weight * self._encode_images([image], [None], 1, None)[0]
+        norm = float(np.linalg.norm(total))
+        if not norm > 1e-6:
+            # Only possible for an image and a text with opposite vectors and proportionate weights.
+            raise ValueError("the weighted text and image vectors cancel out; change the weights")
+        return (total / norm).astype(np.float32)
+
     def encode_prepared(self, images: Sequence[PatchedImage], batch_size: int = 32) -> np.ndarray:
         """Encode images already decoded and patchified by :meth:`prepare_images` (servers prepare in request
         threads and queue the small uint8 patches instead of full-size images)."""
@@ -248,9 +354,17 @@ class Vectorizer:
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """Identifies the vector space (projector, towers' configs, pooling, preprocessing): stores refuse to mix
-        vectors of models with different fingerprints. Computed once per instance."""
+        """Identifies the dense vector space (projector, towers' configs, pooling, preprocessing): stores refuse to
+        mix vectors of models with different fingerprints. Computed once per instance. BGE-M3's heads do not enter
+        (dense vectors do not depend on them); see :attr:`fingerprints` for theirs."""
         return model_fingerprint(self.components)
+
+    @functools.cached_property
+    def fingerprints(self) -> dict[str, str]:
+        """A fingerprint per text granularity the model has: ``"dense"`` (= :attr:`fingerprint`, images included),
+        ``"sparse"`` and ``"multivector"`` (their head's weights, the text tower, the vocabulary for sparse). A store
+        keeping several granularities guards each with its own."""
+        return {"dense": self.fingerprint, **text_head_fingerprints(self.components)}
 
     def encode_mixed(
         self,
@@ -383,17 +497,26 @@ class Vectorizer:
             progress.update(len(duplicates))
 
     def _encode_texts(
-        self, items: list[Any], positions: list[int], batch_size: int, progress, allow_empty: bool = False
+        self, items: list[Any], positions: list[Any], batch_size: int, progress, allow_empty: bool = False
     ) -> np.ndarray:
+        return self._text_encodings(items, positions, batch_size, progress, allow_empty).dense
+
+    def _text_encodings(
+        self,
+        items: list[Any],
+        positions: list[Any],
+        batch_size: int,
+        progress,
+        allow_empty: bool = False,
+        sparse: bool = False,
+        multivector: bool = False,
+    ) -> TextEncodings:
+        """The one text loop: validate, de-duplicate, tokenise, sort by length, batch; each batch is one forward
+        that gives the dense vectors and, as asked, the heads' per-token outputs, cut per text here."""
         _check_batch_size(batch_size)
+        outputs = self._check_text_outputs(sparse, multivector)
         texts = [validate_text(item, position, allow_empty) for item, position in zip(items, positions)]
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
-        first_of: dict[str, int] = {}
-        for i, text in enumerate(texts):
-            first_of.setdefault(text, i)
-        unique = list(first_of)
+        unique = list(dict.fromkeys(texts))
         # Cut absurdly long strings before tokenising: tokenisers process the whole string before truncating, and
         # no real text needs more than ~32 characters per token to reach the limit.
         char_limit = self.text_max_length * 32
@@ -402,9 +525,11 @@ class Vectorizer:
             truncation=True,
             max_length=self.text_max_length,
             return_attention_mask=False,
-        )["input_ids"]
+        )["input_ids"] if unique else []
         order = sorted(range(len(unique)), key=lambda i: len(token_ids[i]), reverse=True)
         vectors = np.empty((len(unique), self.dim), dtype=np.float32)
+        lexical: list[SparseEmbedding] = [None] * len(unique)  # type: ignore[list-item]
+        colbert: list[np.ndarray] = [None] * len(unique)  # type: ignore[list-item]
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             length = max(len(token_ids[i]) for i in rows)
@@ -413,15 +538,49 @@ class Vectorizer:
             for r, i in enumerate(rows):
                 ids[r, : len(token_ids[i])] = token_ids[i]
                 mask[r, : len(token_ids[i])] = 1
-            vectors[rows] = self.backend.run_texts(ids, mask)
+            result = self.backend.run_text_outputs(ids, mask, outputs)
+            vectors[rows] = result["dense"]
+            for r, i in enumerate(rows):
+                n = len(token_ids[i])
+                if sparse:
+                    lexical[i] = sparse_embedding(ids[r, :n], result["sparse"][r, :n], self._sparse_excluded)
+                if multivector:
+                    colbert[i] = multivector_rows(result["multivector"][r], n)
             self._count(texts=len(rows))
             if progress is not None:
                 progress.update(len(rows))
         index_of = {text: i for i, text in enumerate(unique)}
-        out[:] = vectors[[index_of[text] for text in texts]]
+        index = [index_of[text] for text in texts]
         if progress is not None:
             progress.update(len(texts) - len(unique))
-        return out
+        return TextEncodings(
+            dense=vectors[index],
+            sparse=_expand(lexical, index, _copy_sparse) if sparse else None,
+            multivector=_expand(colbert, index, np.copy) if multivector else None,
+        )
+
+    def _check_text_outputs(self, sparse: bool, multivector: bool) -> tuple[str, ...]:
+        """The backend outputs a call needs, or :class:`MissingHeadError` saying which head is missing where."""
+        wanted = ("dense", *(["sparse"] if sparse else []), *(["multivector"] if multivector else []))
+        heads = self.components.text_encoder.heads()
+        for output in wanted[1:]:
+            if output not in heads:
+                raise MissingHeadError(
+                    f"the text tower {self.components.config.text_tower!r} has no {HEAD_FILES[output]} (BGE-M3's "
+                    f"{'sparse' if output == 'sparse' else 'multi-vector (ColBERT)'} head), so this model gives no "
+                    f"{output} text outputs; it gives {', '.join(self.text_outputs)}. Put the BAAI/bge-m3 repo's "
+                    f"{HEAD_FILES[output]} beside the tower's weights to add them."
+                )
+            if output not in self.backend.text_outputs:
+                raise MissingHeadError(
+                    f"the {self.backend.name!r} backend does not run the {output} head the model has (ONNX graphs "
+                    "exported before this version lack it): re-export with `bge-siglip export-onnx`"
+                )
+        return wanted
+
+    @functools.cached_property
+    def _sparse_excluded(self) -> np.ndarray:
+        return sparse_excluded_ids(self.tokenizer)
 
     def _count(self, images: int = 0, texts: int = 0) -> None:
         with self._stats_lock:  # one Vectorizer may encode from several threads (e.g. a web server's pool)
@@ -453,6 +612,32 @@ def _as_list(items: Any, what: str) -> list[Any]:
         return list(items)
     except TypeError:
         raise InvalidInputError(f"expected a list of {what}, got {type(items).__name__}") from None
+
+
+def _expand(values: list[Any], index: list[int], copy: Callable[[Any], Any]) -> list[Any]:
+    """``values[j] for j in index``, a duplicate getting its own copy (a caller may modify one array in place)."""
+    seen: set[int] = set()
+    out = []
+    for j in index:
+        out.append(copy(values[j]) if j in seen else values[j])
+        seen.add(j)
+    return out
+
+
+def _copy_sparse(embedding: SparseEmbedding) -> SparseEmbedding:
+    return SparseEmbedding(embedding.indices.copy(), embedding.values.copy())
+
+
+def _query_weights(weights: Any, has_text: bool, has_image: bool) -> tuple[float, float]:
+    try:
+        text_weight, image_weight = (float(w) for w in weights)
+    except (TypeError, ValueError):
+        raise ValueError(f"weights must be two numbers (text_weight, image_weight), got {weights!r}") from None
+    if not all(np.isfinite(w) and w >= 0 for w in (text_weight, image_weight)):
+        raise ValueError(f"weights must be finite and >= 0, got {weights!r}")
+    if not (has_text and text_weight > 0) and not (has_image and image_weight > 0):
+        raise ValueError(f"weights {weights!r} give every given input weight 0")
+    return text_weight, image_weight
 
 
 def _check_batch_size(batch_size: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -24,7 +25,12 @@ def test_make_tiny_info_and_encode_end_to_end(tmp_path, capsys):
     assert main(["make-tiny", str(model)]) == 0
     assert f"wrote tiny model to {model}" in capsys.readouterr().out
     assert main(["info", str(model), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["dim"] == 32
+    info = json.loads(capsys.readouterr().out)
+    assert info["dim"] == 32 and info["text_outputs"] == ["dense", "sparse", "multivector"]
+    assert (info["sparse_dim"], info["multivector_dim"]) == (258, 32)
+    assert info["fingerprints"] == Vectorizer.from_pretrained(model).fingerprints
+    assert main(["info", str(model)]) == 0
+    assert re.search(r"^text_outputs +dense, sparse, multivector$", capsys.readouterr().out, re.MULTILINE)
     images = tmp_path / "images"
     (images / "nested").mkdir(parents=True)
     (images / "a.png").write_bytes(encode_image(sample_image(64, 48, seed=1), "PNG"))

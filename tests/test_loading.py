@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -73,6 +75,29 @@ def test_vision_config_is_inferred_for_published_tower_sizes(tmp_path, bge_sigli
     assert (config.hidden_size, config.num_attention_heads, config.num_hidden_layers) == (768, 12, 2)
     images = sample_images(seed=4)[:3]
     assert np.abs(vectorizer.encode_images(images) - _reference_vectors(vision, projector, images)).max() <= 1e-5
+
+
+def test_converted_model_gets_the_text_towers_bge_m3_heads(tmp_path, bge_siglip_model_dir, capsys):
+    vision, projector = _research_model(hidden=32, heads=2, seed=2)
+    checkpoint = tmp_path / "model_checkpoint.pt"
+    _save_checkpoint(checkpoint, vision, projector, nested=False)
+    vision.save_pretrained(tmp_path / "vision-config")
+    text = str(bge_siglip_model_dir / "text")
+    assert cli_main(["convert", str(checkpoint), "--out", str(tmp_path / "out"), "--text-tower", text,
+                     "--vision-config", str(tmp_path / "vision-config")]) == 0
+    assert "text outputs: dense, sparse, multivector" in capsys.readouterr().out
+    converted = Vectorizer.from_pretrained(tmp_path / "out")
+    original = Vectorizer.from_pretrained(bge_siglip_model_dir)
+    assert converted.encode_texts_sparse(["ein Hund am Strand"]) == original.encode_texts_sparse(["ein Hund am Strand"])
+    assert converted.fingerprints["multivector"] == original.fingerprints["multivector"]
+    # A broken head file beside the text tower fails the conversion before anything is written.
+    broken = tmp_path / "broken-text"
+    shutil.copytree(bge_siglip_model_dir / "text", broken)
+    (broken / "sparse_linear.pt").write_bytes(b"junk")
+    with pytest.raises(ModelLoadError, match="sparse head"):
+        convert_research_checkpoint(checkpoint, tmp_path / "never", text_tower=str(broken),
+                                    vision_config=str(tmp_path / "vision-config"))
+    assert not (tmp_path / "never").exists()
 
 
 def test_unknown_tower_size_asks_for_a_config(tmp_path):

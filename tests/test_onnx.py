@@ -1,4 +1,5 @@
-"""ONNX export + ONNX Runtime backend: real export of the tiny model, real onnxruntime, compared against torch."""
+"""ONNX export + ONNX Runtime backend: real export of the tiny model (BGE-M3's heads included), real onnxruntime,
+compared against torch."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from bge_siglip_vectorizer.errors import ModelLoadError  # noqa: E402
+from bge_siglip_vectorizer.errors import MissingHeadError, ModelLoadError  # noqa: E402
 from bge_siglip_vectorizer.loading import load_components  # noqa: E402
 from bge_siglip_vectorizer.backends.onnx import OnnxBackend, onnx_backend_for, onnx_paths  # noqa: E402
 from bge_siglip_vectorizer.export import export_onnx  # noqa: E402
@@ -52,8 +53,21 @@ def torch_vectors(components) -> tuple[np.ndarray, np.ndarray]:
     return vectorizer.encode_images(sample_images(), batch_size=4), vectorizer.encode_texts(TEXTS, batch_size=3)
 
 
+@pytest.fixture(scope="module")
+def torch_text_outputs(components):
+    return Vectorizer(components, device="cpu", dtype="float32").encode_texts_all(TEXTS, batch_size=3)
+
+
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def _sparse_cosine(a, b, size: int) -> float:
+    """Cosine of two sparse embeddings in vocabulary space (1 for two empty ones)."""
+    x, y = np.zeros(size), np.zeros(size)
+    x[a.indices], y[b.indices] = a.values, b.values
+    norms = np.linalg.norm(x) * np.linalg.norm(y)
+    return float(x @ y / norms) if norms else float(not (x.any() or y.any()))
 
 
 def test_export_writes_a_complete_model_directory(exported: Path) -> None:
@@ -73,10 +87,14 @@ def test_graph_inputs_outputs_and_dynamic_axes(exported: Path) -> None:
     vision, text = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in onnx_paths(exported))
     assert [i.name for i in vision.get_inputs()] == ["pixel_values", "pixel_attention_mask", "spatial_shapes"]
     assert [i.name for i in text.get_inputs()] == ["input_ids", "attention_mask"]
-    assert [o.name for o in vision.get_outputs()] == [o.name for o in text.get_outputs()] == ["embeddings"]
+    assert [o.name for o in vision.get_outputs()] == ["embeddings"]
+    # The text tower has BGE-M3's heads: their per-token outputs come from the same graph (one forward).
+    assert [o.name for o in text.get_outputs()] == ["embeddings", "sparse_weights", "colbert_vectors"]
     # Batch, patch count and text length are symbolic, not the sizes of the export's dummy inputs.
     assert all(isinstance(d, str) for d in vision.get_inputs()[0].shape[:2])
     assert all(isinstance(d, str) for d in text.get_inputs()[0].shape)
+    sparse, colbert = text.get_outputs()[1:]
+    assert all(isinstance(d, str) for d in sparse.shape) and all(isinstance(d, str) for d in colbert.shape[:2])
 
 
 @pytest.mark.parametrize("quantized, bound", [(False, FP32_MIN_COS), (True, INT8_MIN_COS)], ids=["fp32", "int8"])
@@ -92,6 +110,24 @@ def test_vectorizer_parity_with_torch(components, exported: Path, torch_vectors,
     assert _cosines(images, torch_images).min() >= bound
     assert _cosines(texts, torch_texts).min() >= bound
     assert vectorizer.describe()["backend"] == ("onnx-int8" if quantized else "onnx")
+
+
+@pytest.mark.parametrize("quantized, bound", [(False, FP32_MIN_COS), (True, INT8_MIN_COS)], ids=["fp32", "int8"])
+def test_sparse_and_multivector_parity_with_torch(components, exported: Path, torch_text_outputs, quantized: bool,
+                                                  bound: float) -> None:
+    vectorizer = Vectorizer(components, backend=OnnxBackend(exported, quantized=quantized))
+    assert vectorizer.text_outputs == ("dense", "sparse", "multivector")
+    onnx, reference = vectorizer.encode_texts_all(TEXTS, batch_size=3), torch_text_outputs
+    assert _cosines(onnx.dense, reference.dense).min() >= bound
+    for mine, theirs in zip(onnx.multivector, reference.multivector, strict=True):
+        assert mine.shape == theirs.shape and _cosines(mine, theirs).min() >= bound
+    size = vectorizer.sparse_dim
+    assert min(_sparse_cosine(a, b, size) for a, b in zip(onnx.sparse, reference.sparse, strict=True)) >= bound
+    assert sum(len(e) for e in reference.sparse) > 10  # the comparison covers real weights, not empty texts
+    if not quantized:  # fp32: the same token sets and the same weights
+        for mine, theirs in zip(onnx.sparse, reference.sparse):
+            np.testing.assert_array_equal(mine.indices, theirs.indices)
+            assert np.abs(mine.values - theirs.values).max(initial=0) <= 1e-5
 
 
 def test_unseen_batch_size_and_patch_count(components, exported: Path) -> None:
@@ -136,10 +172,17 @@ def test_padding_inside_a_batch_changes_nothing(components, exported: Path) -> N
 
     ids = components.tokenizer(TEXTS[:4], padding=True, return_tensors="np")
     batched_texts = backend.run_texts(ids["input_ids"], ids["attention_mask"])
+    outputs = ("dense", "sparse", "multivector")
+    batched_all = backend.run_text_outputs(ids["input_ids"], ids["attention_mask"], outputs)
     for row, text in enumerate(TEXTS[:4]):
         single = components.tokenizer([text], return_tensors="np")
         alone_text = backend.run_texts(single["input_ids"], single["attention_mask"])
         np.testing.assert_allclose(batched_texts[row], alone_text[0], atol=1e-5)
+        alone_all = backend.run_text_outputs(single["input_ids"], single["attention_mask"], outputs)
+        n = single["input_ids"].shape[1]
+        np.testing.assert_allclose(batched_all["sparse"][row, :n], alone_all["sparse"][0], atol=1e-5)
+        np.testing.assert_allclose(batched_all["multivector"][row, : n - 1], alone_all["multivector"][0], atol=1e-5)
+        assert not batched_all["multivector"][row, n - 1 :].any()  # padded positions are zero rows
 
 
 def test_in_place_export_with_external_weights(
@@ -210,3 +253,51 @@ def test_onnx_vectorizer_never_reads_the_torch_towers(exported: Path, tmp_path: 
     assert len(vectorizer.fingerprint) == 64 and vectorizer.describe()["backend"] == "onnx"
     with pytest.raises(ValueError, match="backend='torch'"):
         vectorizer.save_pretrained(tmp_path / "copy")
+
+
+def test_graphs_without_heads_give_dense_only_and_say_why(bge_siglip_model_dir: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    model = tmp_path / "model"
+    shutil.copytree(bge_siglip_model_dir, model)
+    heads = {name: (model / "text" / name).read_bytes() for name in ("sparse_linear.pt", "colbert_linear.pt")}
+    for name in heads:
+        (model / "text" / name).unlink()
+    export_onnx(model, model)  # a dense-only tower: the text graph has the dense output alone
+    text = ort.InferenceSession(str(onnx_paths(model)[1]), providers=["CPUExecutionProvider"])
+    assert [o.name for o in text.get_outputs()] == ["embeddings"]
+    dense_only = Vectorizer.from_pretrained(model, backend="onnx")
+    assert dense_only.text_outputs == ("dense",)
+    with pytest.raises(MissingHeadError, match="no sparse_linear.pt"):
+        dense_only.encode_texts_sparse(["a dog"])
+    # Heads added to the tower after that export: the model has them, its graphs do not.
+    for name, data in heads.items():
+        (model / "text" / name).write_bytes(data)
+    stale = Vectorizer.from_pretrained(model, backend="onnx")
+    assert stale.text_outputs == ("dense",) and stale.multivector_dim == 32
+    with pytest.raises(MissingHeadError, match="re-export"):
+        stale.encode_texts_multivector(["a dog"])
+    assert stale.encode_texts(["a dog"]).shape == (1, 32)
+    assert Vectorizer.from_pretrained(model).encode_texts_multivector(["a dog"])[0].shape == (3, 32)  # torch has them
+
+
+def test_heads_replaced_after_the_export_are_refused(exported: Path, tmp_path: Path) -> None:
+    import torch
+
+    changed = tmp_path / "changed"
+    shutil.copytree(exported, changed)
+    torch.save(torch.nn.Linear(32, 32).state_dict(), changed / "text" / "colbert_linear.pt")
+    with pytest.raises(ModelLoadError, match="other multivector head weights.*re-export"):
+        Vectorizer.from_pretrained(changed, backend="onnx")
+
+
+def test_a_head_removed_after_the_export_is_not_offered(exported: Path, tmp_path: Path) -> None:
+    fewer = tmp_path / "fewer"
+    shutil.copytree(exported, fewer)
+    (fewer / "text" / "sparse_linear.pt").unlink()  # the graph still computes it, but the model no longer has it
+    vectorizer = Vectorizer.from_pretrained(fewer, backend="onnx")
+    assert vectorizer.backend.text_outputs == ("dense", "sparse", "multivector")
+    assert vectorizer.text_outputs == ("dense", "multivector") and "sparse" not in vectorizer.fingerprints
+    with pytest.raises(MissingHeadError, match="no sparse_linear.pt"):
+        vectorizer.encode_texts_sparse(["a dog"])
+    assert vectorizer.encode_texts_multivector(["a dog"])[0].shape == (3, 32)

@@ -193,3 +193,41 @@ def test_fingerprint_identifies_the_mapping(bge_siglip_vectorizer, bge_siglip_mo
     # A smaller patch budget keeps less detail but stays in the same space: compatible, same fingerprint.
     fewer_patches = Vectorizer.from_pretrained(bge_siglip_model_dir, max_num_patches=64)
     assert fewer_patches.fingerprint == bge_siglip_vectorizer.fingerprint
+
+
+def test_encode_query_composes_text_and_image(bge_siglip_vectorizer):
+    image = sample_images()[1]
+    text_vector = bge_siglip_vectorizer.encode_texts(["in red"])[0]
+    image_vector = bge_siglip_vectorizer.encode_images([image])[0]
+    for query, expected in (
+        (bge_siglip_vectorizer.encode_query(text="in red"), text_vector),
+        (bge_siglip_vectorizer.encode_query(image=image), image_vector),
+        (bge_siglip_vectorizer.encode_query(text="in red", image=image, weights=(1.0, 0.0)), text_vector),
+    ):
+        assert query.dtype == np.float32 and query.shape == (bge_siglip_vectorizer.dim,)
+        np.testing.assert_allclose(query, expected, atol=1e-6)
+    composed = bge_siglip_vectorizer.encode_query(text="in red", image=image, weights=(0.3, 0.7))
+    expected = 0.3 * text_vector.astype(np.float64) + 0.7 * image_vector
+    np.testing.assert_allclose(composed, expected / np.linalg.norm(expected), atol=1e-6)
+    assert abs(float(np.linalg.norm(composed)) - 1.0) <= 1e-6
+    # Between the two, and nearer the heavier one.
+    assert composed @ image_vector > composed @ text_vector > text_vector @ image_vector
+
+
+def test_encode_query_errors_name_what_is_wrong(bge_siglip_vectorizer):
+    from bge_siglip_vectorizer import InvalidImageError, InvalidInputError, InvalidTextError
+
+    with pytest.raises(InvalidInputError, match="text=, image= or both"):
+        bge_siglip_vectorizer.encode_query()
+    for weights in ((-1.0, 1.0), (float("nan"), 1.0), (1.0,), "ab", None, (0.0, 0.0)):
+        with pytest.raises(ValueError, match="weights"):
+            bge_siglip_vectorizer.encode_query(text="a dog", image=sample_images()[0], weights=weights)
+    with pytest.raises(ValueError, match="weight 0"):
+        bge_siglip_vectorizer.encode_query(text="a dog", weights=(0.0, 1.0))  # the image weight, but no image
+    with pytest.raises(InvalidTextError) as info:
+        bge_siglip_vectorizer.encode_query(text=" ", image=sample_images()[0])
+    assert str(info.value) == "text: empty text" and info.value.index is None
+    with pytest.raises(InvalidTextError, match="^text: expected a string"):
+        bge_siglip_vectorizer.encode_query(text=["a dog"])
+    with pytest.raises(InvalidImageError, match="^image"):
+        bge_siglip_vectorizer.encode_query(text="a dog", image=b"not an image")

@@ -8,17 +8,22 @@ ask for it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 
 if TYPE_CHECKING:
     from ..loading import Components
 
-__all__ = ["Backend", "BACKENDS", "make_backend"]
+__all__ = ["Backend", "BACKENDS", "TEXT_OUTPUTS", "make_backend"]
 
 #: Names accepted by ``Vectorizer.from_pretrained(..., backend=...)``.
 BACKENDS = ("torch", "onnx", "onnx-int8")
+
+#: What one text forward can give (:meth:`Backend.run_text_outputs`), for a batch of ``B`` texts padded to ``L``:
+#: ``"dense"`` (B, dim) unit vectors; ``"sparse"`` (B, L) float32 per-token weights ``relu(sparse_linear(h))``,
+#: padding included; ``"multivector"`` (B, L - 1, d) unit vectors of the positions after CLS, zero where padded.
+TEXT_OUTPUTS = ("dense", "sparse", "multivector")
 
 
 class Backend(Protocol):
@@ -26,9 +31,20 @@ class Backend(Protocol):
     device: str
     dtype: str
 
+    @property
+    def text_outputs(self) -> tuple[str, ...]:
+        """Which of :data:`TEXT_OUTPUTS` this backend computes (``"dense"`` always)."""
+        ...
+
     def run_images(self, pixel_values: np.ndarray, mask: np.ndarray, spatial_shapes: np.ndarray) -> np.ndarray: ...
 
     def run_texts(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
+
+    def run_text_outputs(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, outputs: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        """``outputs`` (a subset of :attr:`text_outputs`) from one forward of the text tower."""
+        ...
 
 
 def needs_torch_weights(backend: str | Backend) -> bool:

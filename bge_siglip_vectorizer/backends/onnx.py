@@ -5,10 +5,13 @@ A model directory with exported graphs holds::
     onnx/vision.onnx        pixel_values (B, N, p*p*3) float32, pixel_attention_mask (B, N) int64,
                             spatial_shapes (B, 2) int64  ->  embeddings (B, dim) float32
     onnx/text.onnx          input_ids (B, L) int64, attention_mask (B, L) int64  ->  embeddings (B, dim) float32
+                            and, for a text tower with BGE-M3's heads, sparse_weights (B, L) float32 and
+                            colbert_vectors (B, L - 1, d) float32 (see ``TEXT_OUTPUTS`` in ``backends``)
     onnx/*.int8.onnx        the same graphs with int8 dynamically quantised weights
     onnx/export_info.json   opset, library versions, and a digest of the projector the graphs were made from
 
-Each graph holds a whole tower (encoder, pooling, projector, L2 normalisation), so its output is the final vector.
+Each graph holds a whole tower (encoder, pooling, projector, L2 normalisation), so its output is the final vector;
+the text graph's head outputs are the per-token arrays the Vectorizer post-processes for either backend alike.
 The backend sits behind the same :class:`~bge_siglip_vectorizer.backends.Backend` boundary as torch, so the
 Vectorizer's preprocessing, tokenisation and batching are shared line for line. Loaded this way, the towers' torch
 weights are never read (``load_components(..., weights=False)``).
@@ -26,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ModelLoadError, reraise_as, require
-from ..loading import PROJECTOR_NAME, Components, ModelConfig
+from ..loading import PROJECTOR_NAME, Components, ModelConfig, text_head_digests
 
 __all__ = ["OnnxBackend", "onnx_backend_for", "onnx_paths", "ONNX_BACKENDS"]
 
@@ -37,6 +40,8 @@ INFO_FILE = "export_info.json"
 VISION_INPUTS = ("pixel_values", "pixel_attention_mask", "spatial_shapes")
 TEXT_INPUTS = ("input_ids", "attention_mask")
 OUTPUT_NAME = "embeddings"
+#: Text graph output names by the output they carry (``TEXT_OUTPUTS``).
+TEXT_OUTPUT_NAMES = {"dense": OUTPUT_NAME, "sparse": "sparse_weights", "multivector": "colbert_vectors"}
 ONNX_BACKENDS = ("onnx", "onnx-int8")
 HOW_TO_EXPORT = "Run `bge-siglip export-onnx MODEL_DIR --out DIR [--int8]` and load DIR with backend='onnx'."
 
@@ -106,6 +111,8 @@ class OnnxBackend:
         self._text = _session(ort, text_path, options, providers)
         _check_io(self._vision, VISION_INPUTS, vision_path)
         _check_io(self._text, TEXT_INPUTS, text_path)
+        names = {node.name for node in self._text.get_outputs()}
+        self._text_outputs = tuple(output for output, name in TEXT_OUTPUT_NAMES.items() if name in names)
         self.quantized = quantized
         self.name = "onnx-int8" if quantized else "onnx"
         self.dtype = "int8" if quantized else "float32"
@@ -114,14 +121,26 @@ class OnnxBackend:
     @property
     def dim(self) -> int | None:
         """Vector size declared by the graphs (``None`` if the graph leaves it symbolic)."""
-        size = self._text.get_outputs()[0].shape[-1]
+        size = next(node for node in self._text.get_outputs() if node.name == OUTPUT_NAME).shape[-1]
         return size if isinstance(size, int) else None
 
+    @property
+    def text_outputs(self) -> tuple[str, ...]:
+        """The outputs the text graph has: ``"dense"``, plus the heads it was exported with."""
+        return self._text_outputs
+
     def run_images(self, pixel_values: np.ndarray, mask: np.ndarray, spatial_shapes: np.ndarray) -> np.ndarray:
-        return _run(self._vision, (pixel_values, mask, spatial_shapes))
+        return _run(self._vision, (pixel_values, mask, spatial_shapes), [OUTPUT_NAME])[0]
 
     def run_texts(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        return _run(self._text, (input_ids, attention_mask))
+        return self.run_text_outputs(input_ids, attention_mask, ("dense",))["dense"]
+
+    def run_text_outputs(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, outputs: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        wanted = [output for output in self._text_outputs if output in outputs]
+        arrays = _run(self._text, (input_ids, attention_mask), [TEXT_OUTPUT_NAMES[output] for output in wanted])
+        return dict(zip(wanted, arrays))
 
     def __repr__(self) -> str:
         return f"OnnxBackend({str(self.model_dir)!r}, quantized={self.quantized}, device={self.device!r})"
@@ -151,7 +170,23 @@ def onnx_backend_for(
             f"the ONNX graphs give {runner.dim}-d vectors but the model is {components.config.dim}-d; "
             f"re-export them. {HOW_TO_EXPORT}"
         )
+    _check_heads_not_stale(runner.model_dir, components)
     return runner
+
+
+def _check_heads_not_stale(model_dir: Path, components: Components) -> None:
+    """The text graph embeds BGE-M3's heads; heads replaced after the export would give other sparse/multi-vectors."""
+    try:
+        recorded = json.loads((model_dir / ONNX_DIR / INFO_FILE).read_text()).get("text_heads_sha256") or {}
+    except (OSError, json.JSONDecodeError):
+        return  # advisory, as in _check_not_stale
+    current = text_head_digests(components.text_encoder)
+    changed = sorted(output for output, digest in recorded.items() if output in current and current[output] != digest)
+    if changed:
+        raise ModelLoadError(
+            f"the ONNX text graph in {model_dir / ONNX_DIR} was exported with other {' and '.join(changed)} head "
+            f"weights than the model's; re-export it. {HOW_TO_EXPORT}"
+        )
 
 
 def _check_exists(model_dir: Path, paths: Sequence[Path], quantized: bool) -> None:
@@ -197,10 +232,10 @@ def _check_io(session: Any, expected: Sequence[str], path: Path) -> None:
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
-def _run(session: Any, arrays: Sequence[np.ndarray]) -> np.ndarray:
+def _run(session: Any, arrays: Sequence[np.ndarray], outputs: list[str]) -> list[np.ndarray]:
     # The Vectorizer's masks are int32; cast every input to the type the graph declares.
     feed = {
         node.name: np.ascontiguousarray(array, dtype=_NUMPY_TYPES.get(node.type, None))
         for node, array in zip(session.get_inputs(), arrays)
     }
-    return np.asarray(session.run([OUTPUT_NAME], feed)[0], dtype=np.float32)
+    return [np.asarray(result, dtype=np.float32) for result in session.run(outputs, feed)]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from ..loading import Components
+from . import TEXT_OUTPUTS
 
 __all__ = ["TorchBackend", "resolve_device", "resolve_dtype"]
 
@@ -70,9 +72,21 @@ class TorchBackend:
             )
             return vectors.float().cpu().numpy()
 
+    @property
+    def text_outputs(self) -> tuple[str, ...]:
+        return ("dense", *self.text_encoder.heads())
+
     def run_texts(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return self.run_text_outputs(input_ids, attention_mask, ("dense",))["dense"]
+
+    def run_text_outputs(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, outputs: Sequence[str]
+    ) -> dict[str, np.ndarray]:
         with self._lock, torch.inference_mode():
-            vectors = self.text_encoder(
-                torch.from_numpy(input_ids).to(self._device), torch.from_numpy(attention_mask).to(self._device)
+            results = self.text_encoder.encode_all(
+                torch.from_numpy(input_ids).to(self._device),
+                torch.from_numpy(attention_mask).to(self._device),
+                sparse="sparse" in outputs,
+                multivector="multivector" in outputs,
             )
-            return vectors.float().cpu().numpy()
+            return {name: result.float().cpu().numpy() for name, result in zip(TEXT_OUTPUTS, results) if name in outputs}

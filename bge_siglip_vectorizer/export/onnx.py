@@ -32,12 +32,14 @@ from ..backends.onnx import (
     ONNX_DIR,
     OUTPUT_NAME,
     TEXT_INPUTS,
+    TEXT_OUTPUT_NAMES,
     VISION_INPUTS,
     _projector_digest,
     onnx_paths,
 )
 from ..errors import ExportError, reraise_as, require
-from ..loading import Components, load_components, save_components
+from ..loading import Components, load_components, save_components, text_head_digests
+from ..model import TextEncoder
 
 __all__ = ["export_onnx", "export_vision", "export_text", "quantize_int8", "DEFAULT_OPSET"]
 
@@ -93,23 +95,44 @@ def export_vision(components: Components, path: Path, opset: int = DEFAULT_OPSET
         OUTPUT_NAME: {0: "batch"},
     }
     with _traceable_pooling_head(encoder.vision):
-        _export(encoder, (pixel_values, mask, shapes), VISION_INPUTS, axes, path, opset)
+        _export(encoder, (pixel_values, mask, shapes), VISION_INPUTS, [OUTPUT_NAME], axes, path, opset)
     return path
 
 
+class _TextGraph(nn.Module):
+    """The text encoder with every output it has: the dense vector, then each head's per-token output."""
+
+    def __init__(self, encoder: TextEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.heads = tuple(encoder.heads())
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.encoder.encode_all(
+            input_ids, attention_mask, sparse="sparse" in self.heads, multivector="multivector" in self.heads
+        )
+        return tuple(output for output in outputs if output is not None)
+
+
 def export_text(components: Components, path: Path, opset: int = DEFAULT_OPSET) -> Path:
-    """Text tower + pooling + L2 normalisation, dynamic in batch and text length."""
+    """Text tower + pooling + L2 normalisation, dynamic in batch and text length; with BGE-M3's heads also their
+    per-token outputs (one forward of the encoder feeds all three)."""
     encoder = components.text_encoder.float().eval()
+    graph = _TextGraph(encoder)
     # Real token ids of two texts of different lengths, padded: ids stay in the vocabulary, the mask path is traced.
     batch = components.tokenizer(["a photo of a dog on the beach", "a dog"], padding=True, return_tensors="pt")
     input_ids = batch["input_ids"].to(torch.int64)
     attention_mask = batch["attention_mask"].to(torch.int64)
+    outputs = [TEXT_OUTPUT_NAMES[output] for output in ("dense", *graph.heads)]
     axes = {
         "input_ids": {0: "batch", 1: "length"},
         "attention_mask": {0: "batch", 1: "length"},
         OUTPUT_NAME: {0: "batch"},
+        TEXT_OUTPUT_NAMES["sparse"]: {0: "batch", 1: "length"},
+        TEXT_OUTPUT_NAMES["multivector"]: {0: "batch", 1: "tokens"},  # length - 1: CLS has no vector
     }
-    _export(encoder, (input_ids, attention_mask), TEXT_INPUTS, axes, path, opset)
+    axes = {name: axis for name, axis in axes.items() if name in (*TEXT_INPUTS, *outputs)}
+    _export(graph, (input_ids, attention_mask), TEXT_INPUTS, outputs, axes, path, opset)
     return path
 
 
@@ -158,7 +181,13 @@ def _quiet_quantizer() -> Iterator[None]:
 
 
 def _export(
-    module: Any, args: tuple, input_names: Sequence[str], axes: dict, path: Path, opset: int
+    module: Any,
+    args: tuple,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    axes: dict,
+    path: Path,
+    opset: int,
 ) -> None:
     """torch -> ONNX into a scratch folder, then saved as one file (plus one ``.data`` file when > 2 GB)."""
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch, torch.no_grad(), warnings.catch_warnings():
@@ -173,7 +202,7 @@ def _export(
                 **_legacy_exporter(),
                 opset_version=opset,
                 input_names=list(input_names),
-                output_names=[OUTPUT_NAME],
+                output_names=list(output_names),
                 dynamic_axes=axes,
                 do_constant_folding=True,
             )
@@ -274,6 +303,8 @@ def _write_info(out: Path, components: Components, opset: int, int8: bool) -> No
         "vision_inputs": list(VISION_INPUTS),
         "text_inputs": list(TEXT_INPUTS),
         "output": OUTPUT_NAME,
+        "text_outputs": [TEXT_OUTPUT_NAMES[output] for output in ("dense", *components.text_encoder.heads())],
+        "text_heads_sha256": text_head_digests(components.text_encoder),
     }
     (out / ONNX_DIR / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
 

@@ -1,9 +1,10 @@
 """``make_tiny_model``: a small random BGE-SigLIP in the real on-disk format, for tests and CI.
 
-The towers are real transformers architectures (``Siglip2VisionModel`` NaFlex, ``XLMRobertaModel``) built from
-configs, the tokenizer is a real Unigram (SentencePiece-style, like XLM-R's) tokenizer trained offline with the
-``tokenizers`` library, and everything is written by the same code that writes trained models. The weights are
-random: vectors from a tiny model are deterministic but carry **no semantic meaning**.
+The towers are real transformers architectures (``Siglip2VisionModel`` NaFlex, ``XLMRobertaModel`` with BGE-M3's
+sparse and ColBERT heads) built from configs, the tokenizer is a real Unigram (SentencePiece-style, like XLM-R's)
+tokenizer trained offline with the ``tokenizers`` library, and everything is written by the same code that writes
+trained models. The weights are random: vectors from a tiny model are deterministic but carry **no semantic
+meaning**.
 """
 
 from __future__ import annotations
@@ -84,8 +85,13 @@ def make_random_model(
     real-size models (So400m/16 + XLM-R-large) are both made here. ``vision_config`` are ``Siglip2VisionConfig``
     arguments, ``text_config`` ``XLMRobertaConfig`` arguments (``vocab_size`` defaults to the tokenizer's). Every
     module, the projector included, is initialised by its own constructor under ``seed``; the directory is written
-    by the code that writes trained models.
+    by the code that writes trained models. The text tower gets BGE-M3's heads (``sparse_linear.pt``
+    Linear(hidden, 1) and ``colbert_linear.pt`` Linear(hidden, hidden)), so sparse and multi-vector outputs work.
+    The sparse head keeps its default-init weight, with a bias that puts the median logit of a sample of the
+    vocabulary at +0.25: most tokens get a weight > 0 (as with BGE-M3), some get 0 (``relu``), whichever way the
+    random tower's hidden states happen to lean.
     """
+    from torch import nn
     from transformers import Siglip2VisionConfig, Siglip2VisionModel, XLMRobertaConfig, XLMRobertaModel
 
     from ..loading import ModelConfig, build_components, save_components
@@ -102,8 +108,24 @@ def make_random_model(
         torch.manual_seed(seed)
         vision = Siglip2VisionModel(Siglip2VisionConfig(**vision_config)).eval()
         text = XLMRobertaModel(XLMRobertaConfig(**text_config, **special), add_pooling_layer=False).eval()
-        components = build_components(vision, text, tokenizer, config, None)  # None: the projector's own init
+        hidden = text.config.hidden_size
+        sparse, colbert = nn.Linear(hidden, 1), nn.Linear(hidden, hidden)
+        _centre_sparse_head(sparse, text, tokenizer)
+        heads = {"sparse": sparse.state_dict(), "multivector": colbert.state_dict()}
+        # None: the projector's own init.
+        components = build_components(vision, text, tokenizer, config, None, text_heads=heads)
     return save_components(components, directory)
+
+
+def _centre_sparse_head(sparse: Any, text: Any, tokenizer: Any, offset: float = 0.25) -> None:
+    """Shift the head's bias so the median logit over vocabulary pieces (32 texts of 8) is ``offset``."""
+    special = set(tokenizer.all_special_ids)
+    pieces = [i for i in range(len(tokenizer)) if i not in special][:256]
+    texts = [pieces[start : start + 8] for start in range(0, len(pieces) - 7, 8)]
+    ids = torch.tensor([[tokenizer.cls_token_id, *piece, tokenizer.sep_token_id] for piece in texts])
+    with torch.no_grad():
+        hidden = text(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+        sparse.bias += offset - sparse(hidden[:, 1:-1]).median()
 
 
 def make_tiny_model(

@@ -28,6 +28,7 @@ from ..loading import (
     ModelConfig,
     build_components,
     load_components,
+    load_text_heads,
     load_text_tower,
     load_vision_tower,
     save_components,
@@ -165,8 +166,9 @@ class Trainer:
         model_config = ModelConfig(vision_tower=config.vision, text_tower=config.text, text_pooling=config.text_pooling)
         vision = load_vision_tower(config.vision)
         text, tokenizer = load_text_tower(config.text)
-        # A new projector, initialised under the seed set above.
-        return build_components(vision, text, tokenizer, model_config, None, None, config.max_num_patches)
+        # A new projector, initialised under the seed set above; BGE-M3's heads (if any) kept for the saved model.
+        return build_components(vision, text, tokenizer, model_config, None, None, config.max_num_patches,
+                                load_text_heads(config.text))
 
     def _unfreeze(self) -> list[torch.nn.Parameter]:
         encoder, n = self.encoder, self.config.trainable_vision_layers

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from bge_siglip_tools.bench import NAMES, main
+from bge_siglip_tools.bench.models import QUICK
 from bge_siglip_tools.bench.scenarios import resolve
 
 
@@ -69,6 +70,9 @@ def test_json_describes_machine_model_and_checks(quick_run) -> None:
     # Correctness checks made in the same run as the timings.
     assert all(v["identical"] for v in scenarios["preprocess"]["checks"].values())
     assert scenarios["text"]["checks"]["same vectors"]["ok"] is True
+    assert scenarios["text"]["checks"]["same sparse and multi-vectors"]["ok"] is True
+    assert {"ours dense+sparse+multi / ours dense (time <= 1.10x)", "ours / FlagEmbedding dense+sparse+colbert"} <= {
+        c["label"] for c in scenarios["text"]["comparisons"]}
     assert scenarios["ingest"]["checks"]["stored vectors vs pure forward"]["chroma_min_cosine"] > 0.9999
     assert scenarios["onnx"]["checks"]["cosine to torch"]["images"]["onnxruntime fp32"]["min_cosine"] > 0.999
     server = scenarios["server"]["details"]
@@ -125,7 +129,7 @@ def test_load_generator_spreads_clients_over_processes_against_the_real_server(q
     from bge_siglip_weaviate.settings import ServerSettings
 
     _, _, root = quick_run
-    model = root / "cache" / "quick-v1"
+    model = root / "cache" / QUICK.name
     vectorizer = Vectorizer.from_pretrained(model, device="cpu")
     running = server._Server(create_app(ServerSettings(model=str(model)), vectorizer=vectorizer))
     clients = server._LoadGenerator(2)

@@ -34,7 +34,8 @@ Benchmarks: our path vs the path a user would otherwise take, in the same run on
   3 server      Weaviate inference server, batching vs one request at a time, 32 clients (>= 2.5x)
   4 per-item    one forward per item (Chroma's OpenCLIP pattern) vs batched encode_images
   5 onnx        ONNX Runtime fp32 / int8 vs torch (int8 >= 1.5x at cosine >= 0.99)
-  6 text        encode_texts vs FlagEmbedding BGEM3FlagModel dense (>= 1x, same vectors)
+  6 text        encode_texts / encode_texts_all vs FlagEmbedding BGEM3FlagModel, dense and dense+sparse+colbert
+                (>= 1x, same outputs); all three vs dense alone (<= 1.10x the time: one forward)
   7 scaling     throughput vs batch size and max_num_patches 64 / 256 / 1024
 The full run builds SigLIP-2 So400m/16 + XLM-R-large (random weights) once into the cache (~5 min, ~10 GB), then
 takes ~16-22 min on 2 CPU cores. See BENCHMARKS.md.
