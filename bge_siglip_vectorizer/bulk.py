@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from .errors import InvalidInputError
 from .inputs import list_image_files
+from .text_outputs import SparseEmbedding
 
 if TYPE_CHECKING:
     from .vectorizer import Vectorizer
@@ -130,7 +131,8 @@ class IngestResult:
 class IngestBatch:
     """One chunk's rows, ready for the database: row ``r`` is ``items[r]`` (at ``positions[r]`` in the caller's
     list) with id ``ids[r]``, vector ``vectors[r]`` (float32, unit length) and payload ``payloads[r]``
-    (:func:`provenance` plus the caller's payload, whose keys win)."""
+    (:func:`provenance` plus the caller's payload, whose keys win); ``sparse[r]`` its BGE-M3 lexical weights when
+    the ingest asked for them (texts only; from the same forward pass as the vector), else ``sparse`` is ``None``."""
 
     modality: Modality
     positions: list[int]
@@ -138,6 +140,7 @@ class IngestBatch:
     ids: list[Any]
     vectors: np.ndarray
     payloads: list[dict[str, Any]]
+    sparse: list[SparseEmbedding] | None = None
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -157,6 +160,7 @@ def ingest(
     show_progress: bool | None = None,
     check: Callable[[Any, int], None] | None = None,
     reserved: Collection[str] = (),
+    sparse: bool = False,
 ) -> IngestResult:
     """Encode ``items`` (all images or all texts) in chunks of ``chunk_size`` and hand each chunk to ``write``.
 
@@ -170,12 +174,16 @@ def ingest(
             like a bad image.
         reserved: payload keys the adapter writes itself (its id and vector fields): a payload setting one is a
             ``ValueError`` before anything is encoded.
+        sparse: texts only: also compute each text's sparse (lexical) embedding, in the same forward pass
+            (``Vectorizer.encode_texts_all``), into :attr:`IngestBatch.sparse`.
 
     Returns what was written; see the module docstring for the ``on_error`` policy. A failing ``write`` stops the
     ingest with the database's own error (chunks written before it stay written).
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if sparse and modality != "text":
+        raise ValueError("sparse embeddings exist for texts only")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     items = list(items)
@@ -197,14 +205,15 @@ def ingest(
     with tqdm(total=len(items), unit=modality, desc=f"adding {modality}s", disable=not show) as bar:
         for start in range(0, len(candidates), chunk_size):
             positions = candidates[start : start + chunk_size]
-            kept, vectors = _encode_chunk(vectorizer, items, positions, modality, batch_size, on_error,
-                                          result.skipped, show_progress)
+            kept, vectors, lexical = _encode_chunk(vectorizer, items, positions, modality, batch_size, on_error,
+                                                   result.skipped, show_progress, sparse)
             batch = IngestBatch(
                 modality=modality,
                 positions=kept,
                 items=[items[i] for i in kept],
                 ids=[ids[i] if ids is not None else content_id(items[i], modality) for i in kept],
                 vectors=vectors,
+                sparse=lexical,
                 payloads=[{**provenance(items[i], modality), **((payloads[i] if payloads else None) or {})}
                           for i in kept],
             )
@@ -255,18 +264,32 @@ def _encode_chunk(
     on_error: OnError,
     skipped: list[InvalidInputError],
     show_progress: bool | None,
-) -> tuple[list[int], np.ndarray]:
-    """Encode ``items[positions]``; returns the kept positions and their vectors. Errors name the input position."""
-    encode = vectorizer.encode_images if modality == "image" else vectorizer.encode_texts
+    sparse: bool = False,
+) -> tuple[list[int], np.ndarray, list[SparseEmbedding] | None]:
+    """Encode ``items[positions]``: the kept positions, their vectors (and sparse embeddings when asked). Errors name
+    the input position."""
+
+    def encode(batch: list[Any]) -> tuple[np.ndarray, list[SparseEmbedding]]:
+        if modality == "image":
+            return vectorizer.encode_images(batch, batch_size=batch_size, show_progress=show_progress), []
+        if not sparse:
+            return vectorizer.encode_texts(batch, batch_size=batch_size, show_progress=show_progress), []
+        both = vectorizer.encode_texts_all(batch, batch_size=batch_size, show_progress=show_progress,
+                                           multivector=False)
+        return both.dense, both.sparse
+
     kept: list[int] = []
     parts: list[np.ndarray] = []
+    lexical: list[SparseEmbedding] = []
     segments = [positions]
     while segments:
         segment = segments.pop(0)
         if not segment:
             continue
         try:
-            parts.append(encode([items[i] for i in segment], batch_size=batch_size, show_progress=show_progress))
+            dense, weights = encode([items[i] for i in segment])
+            parts.append(dense)
+            lexical.extend(weights)
             kept.extend(segment)
         except InvalidInputError as exc:
             if exc.index is None or not 0 <= exc.index < len(segment):
@@ -279,7 +302,7 @@ def _encode_chunk(
             # after it (each good item is encoded about once, however many bad ones there are).
             segments[:0] = [segment[: exc.index], segment[exc.index + 1 :]]
     vectors = np.concatenate(parts) if parts else np.empty((0, vectorizer.dim), dtype=np.float32)
-    return kept, vectors
+    return kept, vectors, (lexical if sparse else None)
 
 
 __all__ = [
