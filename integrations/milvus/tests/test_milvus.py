@@ -20,6 +20,7 @@ from pymilvus.model.base import BaseEmbeddingFunction
 
 from bge_siglip_milvus import (
     FINGERPRINT_PROPERTY,
+    SPARSE_FINGERPRINT_PROPERTY,
     BGESigLIPEmbeddingFunction,
     BGESigLIPMilvus,
     ModelMismatchError,
@@ -268,3 +269,69 @@ def test_the_quickstart_example_runs_twice_without_duplicates(bge_siglip_model_d
     second = capsys.readouterr().out
     assert "the collection holds 3 images" in first and "the collection holds 3 images" in second
     assert "ein Hund spielt am Strand" in first and first.split("text:", 1)[1] == second.split("text:", 1)[1]
+
+
+# ------------------------------------------------------------------------------------------------ sparse, hybrid
+@pytest.fixture
+def sparse_collection(db: BGESigLIPMilvus):
+    name = "sparse_texts"
+    db.create_collection(name, sparse=True)
+    yield name
+    db.client.drop_collection(name)
+
+
+def test_sparse_texts_are_stored_from_the_same_forward(db, sparse_collection, embedding_function):
+    description = db.client.describe_collection(sparse_collection)
+    fields = {field["name"]: field for field in description["fields"]}
+    assert fields["sparse"]["type"] == DataType.SPARSE_FLOAT_VECTOR
+    assert db.client.describe_index(sparse_collection, "sparse")["metric_type"] == "IP"
+    assert description["properties"][SPARSE_FINGERPRINT_PROPERTY] == db.vectorizer.fingerprints["sparse"]
+    forwards = db.vectorizer.stats.text_batches
+    ids = db.add_texts(sparse_collection, TEXTS).ids
+    assert db.vectorizer.stats.text_batches - forwards == 1  # dense and sparse from one forward (batch_size 4)
+    rows = stored(db, sparse_collection, ids)
+    expected = embedding_function.encode_sparse(TEXTS)
+    assert all(expected)  # every text has lexical weights
+    for item_id, text, weights in zip(ids, TEXTS, expected):
+        assert rows[item_id]["sparse"].keys() == weights.keys()
+        np.testing.assert_allclose(list(rows[item_id]["sparse"].values()), list(weights.values()), rtol=1e-6)
+        np.testing.assert_allclose(rows[item_id]["vector"], db.vectorizer.encode_texts([text])[0], atol=1e-6)
+    with pytest.raises(ValueError, match="image rows cannot fill"):
+        db.add_images(sparse_collection, [np.asarray(sample_image(32, 32))])
+    assert count(db, sparse_collection) == len(TEXTS)
+
+
+def test_hybrid_search_fuses_dense_and_sparse(db, sparse_collection, embedding_function):
+    ids = db.add_texts(sparse_collection, TEXTS).ids
+    for ranker in ("rrf", "weighted"):
+        hits = db.hybrid_search(sparse_collection, TEXTS[1:3], limit=4, ranker=ranker, output_fields=["text"])
+        assert [query_hits[0]["id"] for query_hits in hits] == ids[1:3]  # each text finds itself first
+        assert len(hits[0]) == 4
+    # A query that is not stored: each half ranks as the core's dense / lexical scores, and RRF fuses their ranks.
+    query = "ein Hund"
+    dense = db.vectorizer.encode_texts(TEXTS) @ db.vectorizer.encode_texts([query])[0]
+    lexical = np.asarray([db.vectorizer.encode_texts_sparse([query])[0].dot(s)
+                          for s in db.vectorizer.encode_texts_sparse(TEXTS)])
+    only_dense = db.hybrid_search(sparse_collection, [query], limit=1, ranker="weighted", weights=(1.0, 0.0))[0]
+    assert only_dense[0]["id"] == ids[int(np.argmax(dense))]
+    if lexical.max() > 0:
+        only_sparse = db.hybrid_search(sparse_collection, [query], limit=1, ranker="weighted", weights=(0.0, 1.0))[0]
+        assert only_sparse[0]["id"] == ids[int(np.argmax(lexical))]
+    dense_rank = {int(i): r for r, i in enumerate(np.argsort(-dense))}
+    sparse_rank = {int(i): r for r, i in enumerate(np.argsort(-lexical))}
+    fused = {i: 1 / (61 + dense_rank[i]) + 1 / (61 + sparse_rank[i]) for i in range(len(TEXTS))}
+    best = {ids[i] for i, score in fused.items() if score == max(fused.values())}
+    assert db.hybrid_search(sparse_collection, [query], limit=4)[0][0]["id"] in best
+
+
+def test_hybrid_search_needs_a_sparse_field(db, collection):
+    with pytest.raises(ValueError, match="no sparse field"):
+        db.hybrid_search(collection, ["ein Hund"])
+
+
+def test_a_sparse_collection_of_another_sparse_head_is_refused(db, sparse_collection):
+    db.client.alter_collection_properties(sparse_collection, properties={SPARSE_FINGERPRINT_PROPERTY: "0" * 64})
+    with pytest.raises(ModelMismatchError, match="another sparse head"):
+        db.add_texts(sparse_collection, ["ein Hund"])
+    with pytest.raises(ModelMismatchError):
+        db.hybrid_search(sparse_collection, ["ein Hund"])

@@ -19,6 +19,8 @@ from .collection import (
     MODALITY_FIELD,
     MODEL_PROPERTY,
     SOURCE_FIELD,
+    SPARSE_FIELD,
+    SPARSE_FINGERPRINT_PROPERTY,
     TEXT_FIELD,
     VECTOR_FIELD,
     BGESigLIPMilvus,
@@ -39,6 +41,8 @@ __all__ = [
     "VECTOR_FIELD",
     "MODALITY_FIELD",
     "SOURCE_FIELD",
+    "SPARSE_FIELD",
+    "SPARSE_FINGERPRINT_PROPERTY",
     "TEXT_FIELD",
     "__version__",
 ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable, Sequence
 
-from pymilvus import CollectionSchema, DataType, MilvusClient
+from pymilvus import AnnSearchRequest, CollectionSchema, DataType, MilvusClient, RRFRanker, WeightedRanker
 from pymilvus.milvus_client import IndexParams
 
 from bge_siglip_vectorizer import (
@@ -21,6 +21,7 @@ from bge_siglip_vectorizer import (
     IngestResult,
     InvalidImageError,
     InvalidTextError,
+    MissingHeadError,
     Modality,
     ModelMismatchError,
     OnError,
@@ -35,12 +36,15 @@ from .embedding_function import BGESigLIPEmbeddingFunction
 #: Collection properties holding the model: its fingerprint (checked) and where it was loaded from (for people).
 FINGERPRINT_PROPERTY = "bge_siglip.fingerprint"
 MODEL_PROPERTY = "bge_siglip.model"
+#: The sparse head's fingerprint, in collections with a sparse field.
+SPARSE_FINGERPRINT_PROPERTY = "bge_siglip.sparse_fingerprint"
 
 ID_FIELD = "id"
 VECTOR_FIELD = "vector"
 MODALITY_FIELD = "modality"
 SOURCE_FIELD = "source"  # an image's path or URL, when it has one
 TEXT_FIELD = "text"  # a text row's text
+SPARSE_FIELD = "sparse"  # BGE-M3's lexical weights of a text row (collections made with sparse=True)
 #: Milvus' largest VARCHAR (bytes).
 VARCHAR_MAX_LENGTH = 65535
 
@@ -83,45 +87,71 @@ class BGESigLIPMilvus:
         return f"BGESigLIPMilvus({self.embedding_function!r})"
 
     # ------------------------------------------------------------------------------------------------ schema
-    def schema(self, *, description: str = "") -> CollectionSchema:
+    def schema(self, *, sparse: bool = False, description: str = "") -> CollectionSchema:
         """The collection schema: ``id`` (VARCHAR primary key; content-derived by default), ``vector``
         (FLOAT_VECTOR of the model's dim), ``modality`` ("image" / "text"), ``source`` (an image's path or URL)
-        and ``text`` (a text row's text), both nullable; dynamic fields on, for your own payload keys."""
+        and ``text`` (a text row's text), both nullable; dynamic fields on, for your own payload keys. ``sparse``:
+        also ``sparse`` (SPARSE_FLOAT_VECTOR, BGE-M3's lexical weights) for texts and :meth:`hybrid_search`."""
+        if sparse:
+            self._require_sparse()
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True, description=description)
         schema.add_field(ID_FIELD, DataType.VARCHAR, is_primary=True, max_length=64)
         schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=self.dim)
         schema.add_field(MODALITY_FIELD, DataType.VARCHAR, max_length=16)
         schema.add_field(SOURCE_FIELD, DataType.VARCHAR, max_length=VARCHAR_MAX_LENGTH, nullable=True)
         schema.add_field(TEXT_FIELD, DataType.VARCHAR, max_length=VARCHAR_MAX_LENGTH, nullable=True)
+        if sparse:
+            # Not nullable: pymilvus 3.0 / milvus-lite 3.2 cannot write a null vector, so image rows cannot go here.
+            schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
         return schema
 
-    def index_params(self) -> IndexParams:
-        """A COSINE index on ``vector`` (AUTOINDEX: Milvus picks the index type for the deployment)."""
+    def index_params(self, *, sparse: bool = False) -> IndexParams:
+        """A COSINE index on ``vector`` (AUTOINDEX: Milvus picks the index type for the deployment); ``sparse``: an
+        inner-product SPARSE_INVERTED_INDEX on ``sparse`` (BGE-M3's lexical score is a dot product)."""
         params = MilvusClient.prepare_index_params()
         params.add_index(VECTOR_FIELD, index_type="AUTOINDEX", metric_type="COSINE")
+        if sparse:
+            params.add_index(SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
         return params
 
-    def collection_properties(self) -> dict[str, str]:
+    def collection_properties(self, *, sparse: bool = False) -> dict[str, str]:
         """The properties that record this model in a collection (``create_collection(properties=...)``)."""
-        return {FINGERPRINT_PROPERTY: self.embedding_function.fingerprint,
-                MODEL_PROPERTY: self.embedding_function.model_name or ""}
+        properties = {FINGERPRINT_PROPERTY: self.embedding_function.fingerprint,
+                      MODEL_PROPERTY: self.embedding_function.model_name or ""}
+        if sparse:
+            properties[SPARSE_FINGERPRINT_PROPERTY] = self._require_sparse()
+        return properties
+
+    def _require_sparse(self) -> str:
+        fingerprint = self.vectorizer.fingerprints.get("sparse")
+        if fingerprint is None or "sparse" not in self.vectorizer.text_outputs:
+            raise MissingHeadError(
+                f"sparse vectors need BGE-M3's sparse head (sparse_linear.pt in the text tower), which "
+                f"{self.embedding_function.model_name} does not have or its backend does not run"
+            )
+        return fingerprint
 
     def create_collection(
         self,
         collection_name: str,
         *,
+        sparse: bool = False,
         schema: CollectionSchema | None = None,
         index_params: IndexParams | None = None,
         properties: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         """Create a collection with :meth:`schema` and :meth:`index_params` (or yours) and this model recorded in
-        its properties; ``kwargs`` go to ``MilvusClient.create_collection`` (``consistency_level``, ...)."""
+        its properties; ``kwargs`` go to ``MilvusClient.create_collection`` (``consistency_level``, ...).
+
+        ``sparse=True`` adds the ``sparse`` field for texts (:meth:`add_texts` fills it from the same forward pass
+        as the dense vector) and enables :meth:`hybrid_search`. Such a collection holds texts only: its sparse
+        field cannot be left empty for image rows (pymilvus 3.0 / milvus-lite 3.2 write no null vectors)."""
         self.client.create_collection(
             collection_name,
-            schema=schema if schema is not None else self.schema(),
-            index_params=index_params if index_params is not None else self.index_params(),
-            properties={**(properties or {}), **self.collection_properties()},
+            schema=schema if schema is not None else self.schema(sparse=sparse),
+            index_params=index_params if index_params is not None else self.index_params(sparse=sparse),
+            properties={**(properties or {}), **self.collection_properties(sparse=sparse)},
             **kwargs,
         )
 
@@ -150,6 +180,13 @@ class BGESigLIPMilvus:
             raise ModelMismatchError(
                 f"collection {collection_name!r} has no {VECTOR_FIELD!r} FLOAT_VECTOR field of dim {self.dim}"
             )
+        if _has_sparse(description):
+            stored_sparse = properties.get(SPARSE_FINGERPRINT_PROPERTY)
+            if stored_sparse is None or stored_sparse != self.vectorizer.fingerprints.get("sparse"):
+                raise ModelMismatchError(
+                    f"collection {collection_name!r} holds sparse vectors of another sparse head (fingerprint "
+                    f"{(stored_sparse or 'none')[:12]}) than {self.embedding_function.model_name}'s; use that model"
+                )
         return description
 
     def _ready(self, collection_name: str) -> dict[str, Any]:
@@ -208,7 +245,14 @@ class BGESigLIPMilvus:
         on_error: OnError,
         show_progress: bool | None,
     ) -> IngestResult:
-        limits = _varchar_limits(self._ready(collection_name))
+        description = self._ready(collection_name)
+        limits = _varchar_limits(description)
+        sparse = _has_sparse(description)
+        if sparse and modality == "image":
+            raise ValueError(
+                f"collection {collection_name!r} has a sparse field, which image rows cannot fill (pymilvus 3.0 / "
+                "milvus-lite 3.2 write no null vectors); keep images in a collection created without sparse=True"
+            )
 
         def check(item: Any, position: int) -> None:
             # Milvus refuses a whole upsert for one over-long string: refuse the item before anything is encoded.
@@ -226,12 +270,14 @@ class BGESigLIPMilvus:
             # (Milvus servers replace it), so a row that changes kind must not keep its old source or text.
             rows = [{SOURCE_FIELD: None, TEXT_FIELD: None, **payload, ID_FIELD: item_id, VECTOR_FIELD: vector}
                     for item_id, vector, payload in zip(batch.ids, batch.vectors, batch.payloads)]
+            for row, weights in zip(rows, batch.sparse or ()):
+                row[SPARSE_FIELD] = weights.to_dict()
             self.client.upsert(collection_name, data=rows)
 
         ef = self.embedding_function
         return ingest(ef.vectorizer, items, modality, write, ids=ids, payloads=payloads, chunk_size=chunk_size,
                       batch_size=ef.batch_size, on_error=on_error, show_progress=show_progress, check=check,
-                      reserved=(ID_FIELD, VECTOR_FIELD))
+                      reserved=(ID_FIELD, VECTOR_FIELD, SPARSE_FIELD), sparse=sparse)
 
     # ------------------------------------------------------------------------------------------------ search
     def search(
@@ -267,6 +313,45 @@ class BGESigLIPMilvus:
             search_params={"metric_type": "COSINE", **(search_params or {})},
             **kwargs,
         )
+
+
+    def hybrid_search(
+        self,
+        collection_name: str,
+        texts: Sequence[str],
+        *,
+        limit: int = 10,
+        ranker: str = "rrf",
+        rrf_k: int = 60,
+        weights: tuple[float, float] = (0.5, 0.5),
+        filter: str = "",
+        output_fields: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """``MilvusClient.hybrid_search`` over the dense ``vector`` (COSINE) and the ``sparse`` field (IP) of a
+        collection created with ``sparse=True``: both query vectors come from one forward pass per text, and the two
+        rankings are fused by ``ranker="rrf"`` (``RRFRanker(rrf_k)``) or ``"weighted"`` (``WeightedRanker(dense,
+        sparse)`` with ``weights``). One list of hits per query text."""
+        if ranker not in ("rrf", "weighted"):
+            raise ValueError(f"ranker must be 'rrf' or 'weighted', got {ranker!r}")
+        if not _has_sparse(self._ready(collection_name)):
+            raise ValueError(f"collection {collection_name!r} has no sparse field; create it with sparse=True")
+        ef = self.embedding_function
+        encodings = ef.vectorizer.encode_texts_all(texts, batch_size=ef.batch_size, show_progress=ef.show_progress,
+                                                   multivector=False)
+        requests = [
+            AnnSearchRequest(data=list(encodings.dense), anns_field=VECTOR_FIELD, param={"metric_type": "COSINE"},
+                             limit=limit, expr=filter or None),
+            AnnSearchRequest(data=[weights_.to_dict() for weights_ in encodings.sparse], anns_field=SPARSE_FIELD,
+                             param={"metric_type": "IP"}, limit=limit, expr=filter or None),
+        ]
+        fusion = RRFRanker(rrf_k) if ranker == "rrf" else WeightedRanker(*weights)
+        return self.client.hybrid_search(collection_name, requests, fusion, limit=limit, output_fields=output_fields,
+                                         **kwargs)
+
+
+def _has_sparse(description: dict[str, Any]) -> bool:
+    return any(field["name"] == SPARSE_FIELD for field in description["fields"])
 
 
 def _varchar_limits(description: dict[str, Any]) -> dict[str, int]:

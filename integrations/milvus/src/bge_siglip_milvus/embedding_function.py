@@ -10,7 +10,7 @@ adds ``encode_images``: images land in the same space, so texts find images. Eve
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, List
+from typing import Any, Dict, Iterable, List
 
 import numpy as np
 from pymilvus.model.base import BaseEmbeddingFunction
@@ -68,6 +68,12 @@ class BGESigLIPEmbeddingFunction(BaseEmbeddingFunction):
         """Identifies the vector space; collections record it and refuse other models."""
         return self.vectorizer.fingerprint
 
+    @property
+    def sparse_dim(self) -> int | None:
+        """Size of the sparse (lexical) vectors' space, the vocabulary; ``None`` for a text tower without BGE-M3's
+        sparse head."""
+        return self.vectorizer.sparse_dim
+
     def __call__(self, texts: List[str]) -> List[np.ndarray]:
         return self.encode_documents(texts)
 
@@ -79,6 +85,12 @@ class BGESigLIPEmbeddingFunction(BaseEmbeddingFunction):
     def encode_queries(self, queries: List[str]) -> List[np.ndarray]:
         """Query vectors: the same text tower as documents."""
         return self.encode_documents(queries)
+
+    def encode_sparse(self, texts: List[str]) -> List[Dict[int, float]]:
+        """BGE-M3's lexical weights per text as ``{token_id: weight}``: what a ``SPARSE_FLOAT_VECTOR`` field and a
+        sparse ``AnnSearchRequest`` take (needs the sparse head, else ``MissingHeadError``)."""
+        return [embedding.to_dict() for embedding in self.vectorizer.encode_texts_sparse(
+            texts, batch_size=self.batch_size, show_progress=self.show_progress)]
 
     def encode_images(self, images: Iterable[Any]) -> List[np.ndarray]:
         """One float32 vector per image: paths, URLs, bytes, base64 / data URIs, PIL images, uint8 arrays."""
