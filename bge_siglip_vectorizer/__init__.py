@@ -23,16 +23,14 @@ from .errors import (  # noqa: E402
 )
 from .cli import Command  # noqa: E402
 from .bulk import (  # noqa: E402
-    ID_NAMESPACE,
     IngestBatch,
     IngestResult,
-    Modality,
     OnError,
-    content_id,
     ingest,
     ingest_items,
     provenance,
 )
+from .ids import ID_NAMESPACE, Modality, content_id  # noqa: E402
 from .inputs import ImageLimits, list_image_files, load_base64_image, validate_text  # noqa: E402
 from .options import add_options, check_options, option, options_from_args  # noqa: E402
 from .preprocess import PatchedImage  # noqa: E402
@@ -40,6 +38,7 @@ from .text_outputs import SparseEmbedding, TextEncodings  # noqa: E402
 from .vectorizer import (  # noqa: E402
     MODEL_NAME,
     EncodeStats,
+    ImagePreparer,
     Vectorizer,
     VectorizerOptions,
     model_reference,
@@ -55,6 +54,7 @@ __all__ = [
     "shared_vectorizer",
     "model_reference",
     "PatchedImage",
+    "ImagePreparer",
     "ingest",
     "ingest_items",
     "IngestBatch",

@@ -10,7 +10,7 @@ An adapter's ``add_images`` / ``add_texts`` calls :func:`ingest` with a ``write`
 
     result = ingest(vectorizer, list_of_images, "image", write, on_error="skip")
 
-* ids default to :func:`content_id` (a hash of the content), so ingesting the same files again overwrites their rows
+* ids default to :func:`~bge_siglip_vectorizer.content_id` (a hash of the content), so ingesting the same files again overwrites their rows
   instead of duplicating them;
 * ``on_error="raise"``: every chunk is encoded before the first is written, so the first bad item (in input order)
   raises the core's typed error with ``index`` = its position in the caller's list, and nothing is written;
@@ -20,10 +20,8 @@ An adapter's ``add_images`` / ``add_texts`` calls :func:`ingest` with a ``write`
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Collection, Literal, Sequence
 
@@ -31,52 +29,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .errors import InvalidInputError
+from .ids import _URL_PREFIXES, Modality, content_id
 from .inputs import list_image_files
 from .text_outputs import SparseEmbedding
 
 if TYPE_CHECKING:
     from .vectorizer import Vectorizer
 
-Modality = Literal["image", "text"]
 OnError = Literal["raise", "skip"]
-
-#: Fixed namespace of content-derived ids (uuid5), so ids are stable across processes, machines and versions (and
-#: equal to the ids bge-siglip-qdrant has always given).
-ID_NAMESPACE = uuid.UUID("6f1d3c52-93b5-5b0e-9a6c-2e7d1b4f0a11")
-
-_URL_PREFIXES = ("http://", "https://", "file://")
-
-
-def content_id(item: Any, modality: Modality = "image") -> str:
-    """The id bulk ingest gives ``item``: ``uuid5`` of a hash of its content, as a string.
-
-    Images: the file's bytes for a path (so a moved or copied file keeps its id), the bytes for ``bytes``, the pixel
-    buffer for arrays / PIL images, and the string itself for URLs, data URIs and base64. Texts: the text.
-    """
-    digest = hashlib.blake2b(digest_size=20)
-    digest.update(modality.encode() + b"\0")
-    if modality == "text":
-        digest.update(b"str\0" + str(item).encode("utf-8", "surrogatepass"))
-    elif isinstance(item, (bytes, bytearray, memoryview)):
-        digest.update(b"bytes\0" + bytes(item))
-    elif isinstance(item, (str, os.PathLike)):
-        path = os.fspath(item)
-        if not str(path).startswith(_URL_PREFIXES) and os.path.isfile(path):
-            digest.update(b"bytes\0")
-            with open(path, "rb") as handle:  # hashed in chunks: photos can be large
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
-        else:
-            # URL, data URI, base64, or a missing file (the core will reject it; the id is then never used).
-            digest.update(b"str\0" + str(path).encode("utf-8", "surrogatepass"))
-    elif hasattr(item, "tobytes"):
-        # numpy arrays and PIL images: the pixels plus their layout, so equal buffers of other shapes differ.
-        layout = (getattr(item, "shape", None), str(getattr(item, "dtype", "")), getattr(item, "mode", None),
-                  getattr(item, "size", None))
-        digest.update(b"pixels\0" + repr(layout).encode() + b"\0" + item.tobytes())
-    else:
-        digest.update(b"repr\0" + repr(item).encode())
-    return str(uuid.uuid5(ID_NAMESPACE, digest.hexdigest()))
 
 
 def provenance(item: Any, modality: Modality) -> dict[str, Any]:
@@ -306,12 +266,9 @@ def _encode_chunk(
 
 
 __all__ = [
-    "ID_NAMESPACE",
     "IngestBatch",
     "IngestResult",
-    "Modality",
     "OnError",
-    "content_id",
     "ingest",
     "ingest_items",
     "provenance",

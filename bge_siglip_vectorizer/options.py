@@ -50,6 +50,7 @@ class OptionSpec:
     group: str | None = None  # argparse argument group title
     parse: Callable[[str], Any] | None = None  # text -> value, for types other than int/float/str/bool
     nargs: str | None = None
+    const: Any = None  # with nargs="?": the value of the bare flag (e.g. ``--ray`` alone = "local")
     show: Callable[[Any], str] | None = None  # how the default is shown in --help (e.g. bytes as MiB)
 
 
@@ -189,6 +190,8 @@ def add_options(
             kwargs["choices"] = list(spec.choices)
         if spec.nargs is not None:
             kwargs["nargs"] = spec.nargs
+        if spec.const is not None:
+            kwargs["const"] = spec.const
         target.add_argument(
             flag, dest=f.name, type=convert, metavar=spec.metavar,
             required=default is MISSING, default=None if default is MISSING else default, **kwargs,

@@ -42,6 +42,7 @@ from .loading import (
     load_vision_tower,
     model_fingerprint,
     read_projector,
+    resolve_model_dir,
     save_components,
     text_head_fingerprints,
 )
@@ -85,6 +86,41 @@ class VectorizerOptions:
         )
 
 
+@dataclass(frozen=True)
+class ImagePreparer:
+    """Decodes, validates and patchifies one image exactly as :meth:`Vectorizer.encode_images` does, without the
+    model: the NaFlex settings and the input limits are all it holds.
+
+    Light and picklable, so a decode stage can run apart from the model (another thread, process or machine, e.g.
+    the CPU tasks of a Ray Data pipeline) and hand the small ``uint8`` :class:`PatchedImage` to
+    :meth:`Vectorizer.encode_prepared`. Build it from a model directory with :meth:`from_pretrained` (reads the
+    directory's config, no weights) or take a loaded Vectorizer's :attr:`Vectorizer.preparer`.
+    """
+
+    preprocessing: NaFlexConfig
+    limits: ImageLimits = DEFAULT_LIMITS
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **options: Any) -> "ImagePreparer":
+        """The preparer of the Vectorizer that ``Vectorizer.from_pretrained(name_or_path, **options)`` would load
+        (the same ``max_num_patches`` and image limits); only ``bge_siglip_config.json`` is read."""
+        settings = VectorizerOptions(**options)
+        preprocessing = ModelConfig.read(resolve_model_dir(name_or_path)).preprocessing
+        if settings.max_num_patches is not None:
+            preprocessing = dataclasses.replace(preprocessing, max_num_patches=settings.max_num_patches)
+        return cls(preprocessing, settings.limits())
+
+    def prepare(self, item: ImageInput, index: int | None = None) -> PatchedImage:
+        """One image input (any kind ``encode_images`` takes) -> its patches, or the typed ``InvalidImageError``
+        naming ``index`` and, where known, the item's path or URL."""
+        try:
+            return patchify(load_image(item, index, self.limits), self.preprocessing)
+        except InvalidInputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever PIL/numpy/httpx raise, the caller learns which item
+            raise InvalidImageError(f"cannot decode image ({type(exc).__name__}: {exc})", index=index) from None
+
+
 @dataclass
 class EncodeStats:
     """Counters of work done (read by the server's /meta and by tests that check batching)."""
@@ -126,6 +162,8 @@ class Vectorizer:
         self.text_max_length: int = components.text_max_length
         self.tokenizer = components.tokenizer
         self.limits = options.limits()
+        #: Decoding and patchifying, the first half of encode_images; usable apart from the model.
+        self.preparer = ImagePreparer(self.preprocessing, self.limits)
         chosen = backend if backend is not None and not isinstance(backend, str) else options.backend
         self.backend: Backend = make_backend(chosen, components, options.device, options.dtype)
         self.num_workers = options.num_workers or min(8, (os.cpu_count() or 2) + 2)
@@ -343,9 +381,17 @@ class Vectorizer:
             raise ValueError("the weighted text and image vectors cancel out; change the weights")
         return (total / norm).astype(np.float32)
 
+    def count_tokens(self, texts: Iterable[str]) -> list[int]:
+        """How many tokens each text is encoded with: special tokens included, after truncation at
+        ``text_max_length`` (the ``usage`` an embeddings API reports; what a server sorts texts into length
+        buckets by). Any string is counted, ``""`` included; a non-string raises ``InvalidTextError``."""
+        items = [validate_text(item, i, allow_empty=True) for i, item in enumerate(_as_list(texts, "texts"))]
+        return [len(ids) for ids in self._token_ids(items)] if items else []
+
     def encode_prepared(self, images: Sequence[PatchedImage], batch_size: int = 32) -> np.ndarray:
-        """Encode images already decoded and patchified by :meth:`prepare_images` (servers prepare in request
-        threads and queue the small uint8 patches instead of full-size images)."""
+        """Encode images already decoded and patchified by :meth:`prepare_images` or an :class:`ImagePreparer`
+        (servers prepare in request threads, and Ray pipelines in CPU tasks, and pass on the small uint8 patches
+        instead of full-size images). The vectors equal ``encode_images`` of the same inputs."""
         _check_batch_size(batch_size)
         out = np.empty((len(images), self.dim), dtype=np.float32)
         if images:
@@ -425,12 +471,7 @@ class Vectorizer:
             return self._pool
 
     def _prepare_image(self, item: Any, position: int) -> tuple[PatchedImage, bytes]:
-        try:
-            patched = patchify(load_image(item, position, self.limits), self.preprocessing)
-        except InvalidInputError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - whatever PIL/numpy/httpx raise, the caller learns which item
-            raise InvalidImageError(f"cannot decode image ({type(exc).__name__}: {exc})", index=position) from None
+        patched = self.preparer.prepare(item, position)
         return patched, _digest(patched)
 
     def _encode_images(self, items: list[Any], positions: list[int], batch_size: int, progress) -> np.ndarray:
@@ -517,15 +558,7 @@ class Vectorizer:
         outputs = self._check_text_outputs(sparse, multivector)
         texts = [validate_text(item, position, allow_empty) for item, position in zip(items, positions)]
         unique = list(dict.fromkeys(texts))
-        # Cut absurdly long strings before tokenising: tokenisers process the whole string before truncating, and
-        # no real text needs more than ~32 characters per token to reach the limit.
-        char_limit = self.text_max_length * 32
-        token_ids = self.tokenizer(
-            [text[:char_limit] for text in unique],
-            truncation=True,
-            max_length=self.text_max_length,
-            return_attention_mask=False,
-        )["input_ids"] if unique else []
+        token_ids = self._token_ids(unique) if unique else []
         order = sorted(range(len(unique)), key=lambda i: len(token_ids[i]), reverse=True)
         vectors = np.empty((len(unique), self.dim), dtype=np.float32)
         lexical: list[SparseEmbedding] = [None] * len(unique)  # type: ignore[list-item]
@@ -581,6 +614,17 @@ class Vectorizer:
     @functools.cached_property
     def _sparse_excluded(self) -> np.ndarray:
         return sparse_excluded_ids(self.tokenizer)
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        # Cut absurdly long strings before tokenising: tokenisers process the whole string before truncating, and
+        # no real text needs more than ~32 characters per token to reach the limit.
+        char_limit = self.text_max_length * 32
+        return self.tokenizer(
+            [text[:char_limit] for text in texts],
+            truncation=True,
+            max_length=self.text_max_length,
+            return_attention_mask=False,
+        )["input_ids"]
 
     def _count(self, images: int = 0, texts: int = 0) -> None:
         with self._stats_lock:  # one Vectorizer may encode from several threads (e.g. a web server's pool)

@@ -6,8 +6,6 @@ what reaches the recorder is what reaches every database.
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
@@ -38,17 +36,10 @@ class Recorder:
         return sum(len(batch) for batch in self.batches)
 
 
-def test_content_ids_are_stable_and_follow_the_content(tmp_path):
-    # Pinned (the value bge-siglip-qdrant has always given): ids must not change, or re-ingesting an existing store would duplicate every row.
+def test_content_ids_keep_their_values():
+    # Pinned (the value bge-siglip-qdrant has always given): ids must not change, or re-ingesting an existing store
+    # would duplicate every row. What the ids depend on is tests/test_vectorizer.py's.
     assert content_id("ein Hund am Strand", "text") == "d7f55dae-d962-5e59-9153-719919b6e640"
-    first = sample_image_files(tmp_path / "a", 1)[0]
-    moved = tmp_path / "elsewhere.png"
-    shutil.copy(first, moved)
-    assert content_id(first) == content_id(moved) == content_id(first.read_bytes())
-    assert content_id(str(first)) == content_id(first)
-    assert content_id("a", "text") != content_id("a", "image")
-    array = np.zeros((4, 6, 3), np.uint8)
-    assert content_id(array) != content_id(array.reshape(6, 4, 3))  # same bytes, other layout
 
 
 def test_provenance_records_modality_and_source(tmp_path):

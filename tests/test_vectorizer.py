@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bge_siglip_vectorizer import MissingProjectorError, ModelLoadError, Vectorizer, shared_vectorizer
+from bge_siglip_vectorizer import InvalidTextError, MissingProjectorError, ModelLoadError, Vectorizer, shared_vectorizer
 from bge_siglip_vectorizer.testing import make_tiny_model
 from bge_siglip_vectorizer.testing.images import sample_images
 
@@ -195,6 +195,53 @@ def test_fingerprint_identifies_the_mapping(bge_siglip_vectorizer, bge_siglip_mo
     assert fewer_patches.fingerprint == bge_siglip_vectorizer.fingerprint
 
 
+def test_image_preparer_without_the_model_prepares_what_encode_images_encodes(bge_siglip_vectorizer,
+                                                                              bge_siglip_model_dir):
+    import io
+    import pickle
+
+    from PIL import Image
+
+    from bge_siglip_vectorizer import ImagePreparer, ImageTooLargeError, InvalidImageError, PatchedImage
+
+    preparer = pickle.loads(pickle.dumps(ImagePreparer.from_pretrained(bge_siglip_model_dir)))  # travels to workers
+    assert preparer == bge_siglip_vectorizer.preparer
+    images = sample_images(seed=4)[:5]
+    # Through bytes, as a decode stage in another process hands them on.
+    prepared = [PatchedImage.from_bytes(p.to_bytes(), p.grid) for p in map(preparer.prepare, images)]
+    np.testing.assert_array_equal(bge_siglip_vectorizer.encode_prepared(prepared, batch_size=2),
+                                  bge_siglip_vectorizer.encode_images(images, batch_size=2))
+    # The options Vectorizer.from_pretrained takes decide the same things here.
+    small = ImagePreparer.from_pretrained(bge_siglip_model_dir, max_num_patches=16, max_image_pixels=10_000)
+    assert small.preprocessing.max_num_patches == 16 and small.limits.max_pixels == 10_000
+    assert small.prepare(np.zeros((90, 100, 3), np.uint8)).num_patches <= 16
+    big = io.BytesIO()
+    Image.new("RGB", (200, 100)).save(big, format="PNG")
+    with pytest.raises(ImageTooLargeError, match="#3"):
+        small.prepare(big.getvalue(), 3)
+    with pytest.raises(InvalidImageError, match="#7.*not an image"):
+        preparer.prepare(b"not an image at all", 7)
+    with pytest.raises(ValueError, match="do not hold"):
+        PatchedImage.from_bytes(b"\0" * 10, (2, 2))
+
+
+def test_content_ids_are_derived_from_content(tmp_path):
+    import uuid
+
+    from bge_siglip_vectorizer import ID_NAMESPACE, content_id
+
+    data = (tmp_path / "a.bin")
+    data.write_bytes(b"\x89PNG fake bytes")
+    copy = tmp_path / "copy.bin"
+    copy.write_bytes(data.read_bytes())
+    assert content_id(str(data)) == content_id(copy) == content_id(data.read_bytes())  # a file is its bytes
+    assert content_id("a dog", "text") != content_id("a dog", "image")  # the string is a (missing) path there
+    assert content_id("a dog", "text") == content_id("a dog", "text")
+    assert content_id("https://example.org/x.jpg") != content_id("https://example.org/y.jpg")
+    assert content_id(np.zeros((2, 3), np.uint8)) != content_id(np.zeros((3, 2), np.uint8))
+    assert uuid.UUID(content_id(b"x")).version == 5 and ID_NAMESPACE.version == 5
+
+
 def test_encode_query_composes_text_and_image(bge_siglip_vectorizer):
     image = sample_images()[1]
     text_vector = bge_siglip_vectorizer.encode_texts(["in red"])[0]
@@ -231,3 +278,14 @@ def test_encode_query_errors_name_what_is_wrong(bge_siglip_vectorizer):
         bge_siglip_vectorizer.encode_query(text=["a dog"])
     with pytest.raises(InvalidImageError, match="^image"):
         bge_siglip_vectorizer.encode_query(text="a dog", image=b"not an image")
+
+
+def test_count_tokens_is_what_the_text_tower_is_given(bge_siglip_vectorizer):
+    counts = bge_siglip_vectorizer.count_tokens(TEXTS + [""])
+    tokenizer, limit = bge_siglip_vectorizer.tokenizer, bge_siglip_vectorizer.text_max_length
+    assert counts == [len(tokenizer(t, truncation=True, max_length=limit)["input_ids"]) for t in TEXTS + [""]]
+    assert bge_siglip_vectorizer.count_tokens(["x " * (2 * limit)]) == [limit]  # truncated at the tower's limit
+    assert bge_siglip_vectorizer.count_tokens([]) == []
+    with pytest.raises(InvalidTextError) as info:
+        bge_siglip_vectorizer.count_tokens(["fine", 3])
+    assert info.value.index == 1

@@ -20,6 +20,7 @@ import uvicorn
 
 from bge_siglip_vectorizer.testing.images import encode_image, sample_image
 from bge_siglip_weaviate.app import create_app
+from bge_siglip_weaviate.server import uvicorn_config
 from bge_siglip_weaviate.settings import ServerSettings
 
 READY_TIMEOUT_S = 120.0
@@ -65,7 +66,7 @@ def start_server_thread(settings: ServerSettings, **app_options: Any) -> Running
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))  # bound before the thread starts: no race for the port
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=30))
+    server = uvicorn.Server(uvicorn_config(app, settings, log_level="warning", timeout_graceful_shutdown=30))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -99,6 +100,9 @@ def start_server(server_settings) -> Iterator[Callable[..., RunningServer]]:
     started: list[RunningServer] = []
 
     def start(wait_ready: bool = True, app_options: dict[str, Any] | None = None, **options: Any) -> RunningServer:
+        # Pinned unless a test asks for the adaptive default (max_batch_size=None): measuring the batch sizes at
+        # every start would cost seconds each; the shared `server` and test_batch_sizes.py measure for real.
+        options.setdefault("max_batch_size", 32)
         running = start_server_thread(server_settings(**options), **(app_options or {}))
         started.append(running)
         if wait_ready:
@@ -138,3 +142,42 @@ def wait_until(condition: Callable[[], bool], timeout: float = 60.0, what: str =
 @pytest.fixture(scope="session")
 def wait_for() -> Callable[..., None]:
     return wait_until
+
+
+def raw_exchange(url: str, requests: list[bytes], timeout: float = 60.0) -> list[tuple[int, bytes]]:
+    """Send ``requests`` (whole HTTP/1.1 requests) one after another on ONE connection; each answer's status and
+    body, or ``(-1, b"")`` once the server has closed the connection. httpx would silently reconnect."""
+    host, port = url.removeprefix("http://").split(":")
+    answers: list[tuple[int, bytes]] = []
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        reader = sock.makefile("rb")
+        for request in requests:
+            try:
+                sock.sendall(request)
+                status_line = reader.readline()
+            except OSError:
+                status_line = b""
+            if not status_line:
+                answers.append((-1, b""))
+                continue
+            length = 0
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            answers.append((int(status_line.split()[1]), reader.read(length)))
+    return answers
+
+
+def http_post(path: str, body: bytes) -> bytes:
+    """A whole HTTP/1.1 POST request with a JSON body, as bytes (for :func:`raw_exchange`)."""
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+@pytest.fixture(scope="session")
+def raw_http() -> Any:
+    """``raw_http.exchange(url, [request, ...])`` and ``raw_http.post(path, body)``: one real connection."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(exchange=raw_exchange, post=http_post)

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
 import pytest
 
-from bge_siglip_vectorizer import InvalidImageError, InvalidTextError
-from bge_siglip_vectorizer.preprocess import PatchedImage
+from bge_siglip_vectorizer import InvalidImageError, InvalidTextError, PatchedImage, Vectorizer
+from bge_siglip_vectorizer.testing.images import sample_image
 from bge_siglip_weaviate import protocol
+from bge_siglip_weaviate.batch_sizes import BatchSizes, Curve
 from bge_siglip_weaviate.batching import DynamicBatcher, ShuttingDown
 from bge_siglip_weaviate.protocol import VectorizeRequest, decode_request
 
@@ -61,7 +63,7 @@ def test_32_concurrent_requests_are_answered_correctly(server, png_b64, bge_sigl
 
 
 def test_concurrent_requests_run_in_fewer_forward_batches(start_server, png_b64, bge_siglip_vectorizer, wait_for) -> None:
-    running = start_server(max_batch_size=32, max_wait_ms=5)
+    running = start_server(max_batch_size=16, max_wait_ms=5)
     bodies = [_request(i, png_b64) for i in range(N_REQUESTS)]
     with ThreadPoolExecutor(1) as pool, running.batcher.hold():  # the hold is lifted before the pool joins
         future = pool.submit(_post_all, running.url, bodies)
@@ -72,7 +74,8 @@ def test_concurrent_requests_run_in_fewer_forward_batches(start_server, png_b64,
     meta = httpx.get(running.url + "/meta").json()
     server_stats = meta["server"]
     assert server_stats["requests"] == N_REQUESTS
-    # 32 requests x 2 items, at most 32 items per batch: exactly 2 worker batches of 16 requests ...
+    # 32 requests of one text and one image, at most 16 of each per forward: exactly 2 worker batches of 16
+    # requests (the 17th waits for the next forward) ...
     assert server_stats["worker_batches"] == 2
     assert server_stats["largest_batch_requests"] == 16
     # ... each one text forward and one image forward: 4 forward passes for 32 requests (64 items).
@@ -139,26 +142,75 @@ def test_the_same_image_in_concurrent_requests_gets_identical_vectors(start_serv
     assert httpx.get(running.url + "/meta").json()["server"]["encode_stats"]["images"] == 1
 
 
-def test_a_failing_request_is_isolated_from_its_batch(bge_siglip_vectorizer, server_settings) -> None:
+def test_a_failing_request_is_isolated_from_its_batch_in_few_forwards(bge_siglip_model_dir, server_settings) -> None:
     # The HTTP layer validates before queuing, so the batcher is driven directly here with an unvalidated job:
-    # the combined batch fails, each request is then retried alone, and only the bad one gets the error.
-    batcher = DynamicBatcher(bge_siglip_vectorizer, server_settings(max_batch_size=32))
+    # the combined batch fails, it is retried in halves, and only the bad request gets the error. Halving costs
+    # O(log n) extra forwards for one bad request; retrying each alone cost n (409 -> 1579 forwards in the issue).
+    vectorizer = Vectorizer.from_pretrained(bge_siglip_model_dir, device="cpu")  # its own forward counter
+    batcher = DynamicBatcher(vectorizer, server_settings(max_batch_size=32))
+    texts = [[f"fine {i}"] if i != 1 else ["ok", 123] for i in range(8)]
     try:
         with batcher.hold():
-            good = batcher.admit(1).submit(["fine"], [])
-            bad = batcher.admit(2).submit(["ok", 123], [])  # type: ignore[list-item]
-            other = batcher.admit(1).submit(["also fine"], [])
-        np.testing.assert_allclose(good.result(60)[0], bge_siglip_vectorizer.encode_texts(["fine"]), atol=1e-5)
-        np.testing.assert_allclose(other.result(60)[0], bge_siglip_vectorizer.encode_texts(["also fine"]), atol=1e-5)
-        with pytest.raises(InvalidTextError) as info:
-            bad.result(60)
-        assert info.value.index == 1  # the position in its own request, not in the combined batch
+            futures = [batcher.try_admit(len(t)).submit(t, []) for t in texts]  # type: ignore[arg-type]
+        for future in futures:
+            future.exception(60)  # all answered
+        forwards = batcher.encode_stats()["text_batches"]
+        for i, future in enumerate(futures):
+            if i == 1:
+                with pytest.raises(InvalidTextError) as info:
+                    future.result(60)
+                assert info.value.index == 1  # the position in its own request, not in the combined batch
+            else:
+                np.testing.assert_allclose(future.result(60)[0], vectorizer.encode_texts(texts[i]), atol=1e-5)
         assert batcher.stats.worker_batches == 1 and batcher.stats.failed == 1
+        # [0..7] fails, [0..3] fails, [0, 1] fails: [0], [2, 3] and [4..7] are encoded (3 forwards, not 7)
+        assert forwards == 3
         assert batcher.pending_items == 0  # capacity is given back before each answer
     finally:
         batcher.close()
+        vectorizer.close()
     with pytest.raises(ShuttingDown):
-        batcher.admit(1)
+        batcher.try_admit(1)
+
+
+def _batch_numbers(batcher: DynamicBatcher, futures) -> list[int]:
+    """For each future, the number of the worker batch that answered it (read as the worker answers)."""
+    numbers: dict[int, int] = {}
+    for i, future in enumerate(futures):
+        future.add_done_callback(lambda f, i=i: numbers.setdefault(i, batcher.stats.worker_batches))
+    for future in futures:
+        future.result(60)
+    return [numbers[i] for i in range(len(futures))]
+
+
+def test_requests_beyond_the_caps_wait_for_the_next_forward_in_arrival_order(bge_siglip_vectorizer,
+                                                                            server_settings) -> None:
+    # Caps as a measurement would choose them: 3 images per forward; 4 short texts or 2 long ones.
+    sizes = BatchSizes(Curve(3), [(16, Curve(4)), (512, Curve(2))], "measured", 256)
+    batcher = DynamicBatcher(bge_siglip_vectorizer, server_settings(max_wait_ms=0), sizes=sizes)
+    image = bge_siglip_vectorizer.prepare_images([sample_image(40, 30, seed=3)])[0]
+    try:
+        with batcher.hold():
+            images = [batcher.try_admit(1).submit([], [image]) for _ in range(7)]
+        assert _batch_numbers(batcher, images) == [1, 1, 1, 2, 2, 2, 3]
+        with batcher.hold():
+            short = [batcher.try_admit(1).submit([f"short {i}"], [], [5]) for i in range(5)]
+            long = [batcher.try_admit(1).submit([f"long {i}"], [], [300]) for i in range(3)]
+        # 4 short; then the 5th short with... a long one would make the longest 300 tokens: cap 2, so it fits
+        # (2 texts); the next long one would make 3: the last long one goes alone.
+        assert _batch_numbers(batcher, short + long) == [4, 4, 4, 4, 5, 5, 6, 6]
+        assert batcher.stats.largest_batch_requests == 4
+    finally:
+        batcher.close()
+
+
+def test_a_full_batch_does_not_wait_for_more(start_server) -> None:
+    # A batch already at its cap starts at once: with cap 1 (what a CPU that gains nothing from batching gets)
+    # no request ever waits max_wait_ms for company.
+    running = start_server(max_batch_size=1, max_wait_ms=60_000)
+    started = time.monotonic()
+    assert httpx.post(running.url + "/vectorize", json={"texts": ["alone"]}, timeout=120).status_code == 200
+    assert time.monotonic() - started < 30  # far below the 60 s it would wait for more
 
 
 def test_the_queue_holds_patches_not_decoded_images(start_server, png_b64, bge_siglip_vectorizer, wait_for) -> None:
@@ -186,15 +238,17 @@ def test_images_are_decoded_one_at_a_time_under_a_decode_slot(monkeypatch, png_b
     decoded: list[int] = []
     real_load = protocol.load_base64_image
 
-    def load(item, index, limits):
+    def load(item, index, limits):  # noqa: ANN001
         assert not slots.acquire(blocking=False), "decoding outside a decode slot"
         decoded.append(index)
         return real_load(item, index, limits)
 
     monkeypatch.setattr(protocol, "load_base64_image", load)
     images = [png_b64(20 + i, 30 + 7 * i, 40) for i in range(3)]
-    texts, prepared = decode_request(VectorizeRequest(texts=["x", ""], images=images), bge_siglip_vectorizer, slots)
+    request = decode_request(VectorizeRequest(texts=["x", ""], images=images), bge_siglip_vectorizer, slots)
+    texts, prepared = request.texts, request.images
     assert texts == ["x", ""] and decoded == [0, 1, 2]
+    assert request.token_counts == bge_siglip_vectorizer.count_tokens(["x", ""])
     assert slots.acquire(blocking=False)  # every slot given back
     slots.release()
     # The order is kept: the vectors of the prepared images are those of the request's images, in order.

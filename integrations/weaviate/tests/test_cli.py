@@ -31,7 +31,9 @@ def test_add_arguments_mounts_as_a_subcommand() -> None:
         ["serve", "--model", "/models/x", "--host", "0.0.0.0", "--port", "9000", "--no-batching", "--max-batch-size",
          "8", "--max-wait-ms", "2.5", "--max-queue", "64", "--max-items-per-request", "16", "--max-body-mb", "1",
          "--api-key", "k", "--max-queue-wait-s", "20", "--max-image-pixels", "1000000", "--max-concurrent-decodes",
-         "3"]
+         "3", "--allow-urls", "--header-timeout-s", "4", "--body-timeout-s", "9", "--max-pending-body-mb", "8",
+         "--served-model-name", "mine", "--adaptive-max-batch-size", "16", "--batch-gain-margin", "0.1",
+         "--batch-probe-budget-s", "5"]
     )
     assert (args.command, args.host, args.port) == ("serve", "0.0.0.0", 9000)
     settings = settings_from_args(args)
@@ -42,8 +44,13 @@ def test_add_arguments_mounts_as_a_subcommand() -> None:
     assert settings.max_body_bytes == 2**20
     assert settings.api_key == "k"
     assert (settings.max_queue_wait_s, settings.max_image_pixels, settings.decode_slots) == (20.0, 10**6, 3)
+    assert (settings.allow_urls, settings.header_timeout_s, settings.body_timeout_s) == (True, 4.0, 9.0)
+    assert (settings.max_pending_body_bytes, settings.served_model_name) == (8 * 2**20, "mine")
+    assert (settings.adaptive_max_batch_size, settings.batch_gain_margin, settings.batch_probe_budget_s) == (16, 0.1, 5)
     defaults = settings_from_args(add_arguments(argparse.ArgumentParser()).parse_args(["--model", "m"]))
-    assert (defaults.max_queue_wait_s, defaults.max_image_pixels) == (45.0, 40_000_000)
+    # The core's image limit (a server refuses no image the library accepts); batch sizes measured; no URLs.
+    assert (defaults.max_queue_wait_s, defaults.max_image_pixels, defaults.max_batch_size) == (45.0, None, None)
+    assert defaults.allow_urls is False and defaults.vectorizer_options().allow_urls is False
     assert defaults.max_concurrent_decodes is None and defaults.decode_slots == (os.cpu_count() or 1)
 
 

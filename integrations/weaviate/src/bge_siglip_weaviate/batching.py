@@ -1,34 +1,40 @@
-"""Cross-request dynamic batching: many small ``/vectorize`` requests -> few forward passes.
+"""Cross-request dynamic batching: many small requests -> few forward passes, each no bigger than pays.
 
 Weaviate sends one request per object with many in flight; the reference container serialises them under a lock,
-so the model runs with batch size 1-2 however busy the server is. Here every request becomes a :class:`_Job`
-(validated texts and already patchified images, :class:`~bge_siglip_vectorizer.preprocess.PatchedImage`: never
-full-size decoded images) in one FIFO queue. A single worker thread takes the oldest job, waits at most
-``max_wait_s`` for more, packs whole jobs until ``max_batch_size`` items, encodes all their texts in one core call
-and all their images in another, and hands each job its own slice back, in order.
+so the model runs with batch size 1-2 however busy the server is. Here every request (``/vectorize`` and
+``/v1/embeddings`` alike) becomes a :class:`_Job` (validated texts and already patchified images,
+:class:`~bge_siglip_vectorizer.PatchedImage`: never full-size decoded images) in one FIFO queue. A single worker
+thread takes the oldest job and packs the following ones, whole and in arrival order, while they fit the forward
+batch caps (:class:`~.batch_sizes.BatchSizes`: measured at start-up from what batching gains on this hardware, or
+pinned); it waits at most ``max_wait_s`` for more unless the batch is already full. It encodes all their texts in
+one core call and all their images in another, and hands each job its own slice back, in order. A request that
+does not fit waits for the next forward.
 
-Memory is bounded: :meth:`DynamicBatcher.admit` refuses work (:class:`Overloaded`, answered 503) once
-``max_queue_items`` items are admitted and not yet answered. A job the worker reaches more than ``max_queue_wait_s``
-after its admission is answered :class:`QueueTimeout` (HTTP 503) without being computed: Weaviate has given up on it
-by then (``MODULES_CLIENT_TIMEOUT``, 50 s by default). Because items are validated before they are queued, a job in a
-batch cannot carry bad input; should a batch still fail, every job in it is retried on its own so that one request's
-failure never becomes another's.
+Admission (back-pressure, :mod:`.admission`): a request is held, not refused, until its body may be buffered
+(``max_pending_body_bytes``) and its items fit in the queue (``max_queue_items``), in arrival order. A request whose
+waiting (for room and for the worker; its own decoding not counted) passes ``max_queue_wait_s`` is answered 503
+without being computed: Weaviate gives up after ``MODULES_CLIENT_TIMEOUT`` (50 s by default). Items are validated
+before they are queued, so a batch cannot carry bad input; should a batch still fail, it is split in halves and
+each retried, so one request's failure never becomes another's and costs O(log n) extra forwards, not n.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from bge_siglip_vectorizer import PatchedImage, Vectorizer
 
+from .admission import Capacity, Overloaded, ShuttingDown, WaitBudget
+from .batch_sizes import BatchSizes, measure_batch_sizes
 from .settings import ServerSettings
 
 __all__ = ["DynamicBatcher", "Overloaded", "ShuttingDown", "QueueTimeout", "Ticket", "BatcherStats", "BatchResult"]
@@ -38,16 +44,8 @@ logger = logging.getLogger("bge_siglip_weaviate.batching")
 BatchResult = tuple[np.ndarray, np.ndarray]  # (text vectors, image vectors) of one job
 
 
-class Overloaded(Exception):
-    """The queue holds ``max_queue_items`` unanswered items; the caller should retry later (HTTP 503)."""
-
-
-class ShuttingDown(Exception):
-    """The batcher is closing and accepts no new work (HTTP 503)."""
-
-
 class QueueTimeout(Exception):
-    """The job waited longer than ``max_queue_wait_s`` for the worker; it was not computed (HTTP 503)."""
+    """The job waited longer than ``max_queue_wait_s`` in all; it was not computed (HTTP 503)."""
 
 
 @dataclass
@@ -58,7 +56,8 @@ class BatcherStats:
     items: int = 0
     worker_batches: int = 0  # times the worker took jobs off the queue
     largest_batch_requests: int = 0  # most jobs packed into one worker batch
-    rejected_overloaded: int = 0
+    held_for_room: int = 0  # requests that waited for room in the queue instead of being admitted at once
+    rejected_overloaded: int = 0  # requests whose waiting budget ran out before there was room
     expired: int = 0  # jobs answered QueueTimeout instead of being computed
     failed: int = 0
 
@@ -67,7 +66,9 @@ class BatcherStats:
 class _Job:
     texts: list[str]
     images: list[PatchedImage]
-    admitted_at: float  # time.monotonic() at admission: the queue-wait limit counts from there
+    longest_text: int  # tokens of its longest text (0 without texts): which text batch cap applies
+    waited_s: float  # time spent waiting for room before it was queued
+    queued_at: float = field(default_factory=time.monotonic)
     future: Future = field(default_factory=Future)
     released: bool = False  # admission given back (done just before answering, so capacity is free on reply)
 
@@ -79,50 +80,57 @@ class _Job:
 class Ticket:
     """Admission for ``size`` items. Call :meth:`submit` once the items are decoded, or :meth:`cancel`.
 
-    Admission happens before decoding so an overloaded server refuses a request before spending CPU on it;
-    the admitted items count against the bound until the worker has answered them.
+    Admission happens before decoding so a busy server holds a request before spending CPU on it; the admitted
+    items count against the bound until the worker has answered them.
     """
 
-    def __init__(self, batcher: "DynamicBatcher", size: int) -> None:
+    def __init__(self, batcher: "DynamicBatcher", size: int, budget: WaitBudget) -> None:
         self._batcher = batcher
         self.size = size
-        self.admitted_at = time.monotonic()
+        self.budget = budget
         self._open = True
 
-    def submit(self, texts: list[str], images: list[PatchedImage]) -> Future:
-        """Queue validated texts and prepared images; the future resolves to ``(text_vectors, image_vectors)``."""
+    def submit(self, texts: list[str], images: list[PatchedImage], token_counts: Sequence[int] = ()) -> Future:
+        """Queue validated texts and prepared images; the future resolves to ``(text_vectors, image_vectors)``.
+
+        ``token_counts``: each text's token count (:meth:`Vectorizer.count_tokens`), for the text batch cap.
+        """
         if not self._open:
             raise RuntimeError("ticket already used")
         if len(texts) + len(images) != self.size:
             raise ValueError(f"ticket admitted {self.size} items, got {len(texts) + len(images)}")
         self._open = False  # from here on the worker owns the admission and releases it
-        return self._batcher._enqueue(_Job(list(texts), list(images), self.admitted_at))
+        longest = max(token_counts, default=0)
+        return self._batcher._enqueue(_Job(list(texts), list(images), longest, self.budget.waited_s))
 
     def cancel(self) -> None:
         """Give the admission back (decoding failed). A no-op after :meth:`submit`."""
         if self._open:
             self._open = False
-            self._batcher._release(self.size)
+            self._batcher.items.release(self.size)
 
 
 class DynamicBatcher:
     """A queue plus one worker thread that encodes the items of concurrent requests together.
 
-    ``batching=False`` (or ``max_batch_size=1``) takes one request per forward round: the serialised behaviour of
-    the reference container, kept for benchmarks and debugging.
+    ``sizes``: the forward batch caps; by default measured (or pinned) from ``settings``
+    (:func:`~.batch_sizes.measure_batch_sizes`). ``batching=False`` takes one request per forward round: the
+    serialised behaviour of the reference container, kept for benchmarks and debugging.
     """
 
-    def __init__(self, vectorizer: Vectorizer, settings: ServerSettings) -> None:
+    def __init__(self, vectorizer: Vectorizer, settings: ServerSettings, sizes: BatchSizes | None = None) -> None:
         self.vectorizer = vectorizer
         self.settings = settings  # validated once, where they are declared
-        self.max_batch_size = settings.max_batch_size
+        self.sizes = sizes if sizes is not None else measure_batch_sizes(vectorizer, settings)
+        # /meta counts served work only, not the measurement's forwards.
+        self._stats_baseline = dataclasses.replace(vectorizer.stats)
         self.max_wait_s = settings.max_wait_ms / 1000.0
-        self.max_queue_items = settings.max_queue_items
         self.max_queue_wait_s = settings.max_queue_wait_s
         self.batching = settings.batching
+        self.items = Capacity(settings.max_queue_items, "items")
+        self.bodies = Capacity(settings.max_pending_body_bytes, "bytes")
         self.stats = BatcherStats()
         self._queue: collections.deque[_Job] = collections.deque()
-        self._admitted = 0  # items admitted and not yet answered (queued, decoding or being encoded)
         self._holds = 0
         self._closed = False
         self._stopped = False
@@ -131,41 +139,42 @@ class DynamicBatcher:
         self._worker.start()
 
     # ------------------------------------------------------------------------------------------- admission
-    def admit(self, size: int) -> Ticket:
-        """Reserve room for ``size`` items or raise :class:`Overloaded` / :class:`ShuttingDown`."""
-        with self._cond:
-            if self._closed:
-                raise ShuttingDown("server is shutting down")
-            if self._admitted + size > self.max_queue_items:
-                self.stats.rejected_overloaded += 1
-                raise Overloaded(
-                    f"server overloaded: {self._admitted} items queued, limit {self.max_queue_items}; retry later"
-                )
-            self._admitted += size
-            return Ticket(self, size)
+    async def admit(self, size: int, budget: WaitBudget) -> Ticket:
+        """Reserve room for ``size`` items, waiting in arrival order while the budget lasts.
 
-    def check_capacity(self) -> None:
-        """Raise :class:`Overloaded` / :class:`ShuttingDown` if not even one more item could be admitted.
-
-        Called before a request body is read, so an overloaded server does not buffer bodies it will refuse.
+        Raises :class:`Overloaded` when it runs out first, :class:`ShuttingDown` when the server closes.
         """
-        with self._cond:
-            if self._closed:
-                raise ShuttingDown("server is shutting down")
-            if self._admitted >= self.max_queue_items:
+        if not self.items.try_acquire(size):
+            self.stats.held_for_room += 1
+            try:
+                await budget.acquire(self.items, size, "room in the queue")
+            except Overloaded:
                 self.stats.rejected_overloaded += 1
-                raise Overloaded(
-                    f"server overloaded: {self._admitted} items queued, limit {self.max_queue_items}; retry later"
-                )
+                raise
+        return Ticket(self, size, budget)
 
-    def _release(self, size: int) -> None:
-        with self._cond:
-            self._admitted -= size
+    def try_admit(self, size: int, budget: WaitBudget | None = None) -> Ticket:
+        """Reserve room for ``size`` items now or raise :class:`Overloaded` (for callers outside an event loop)."""
+        if not self.items.try_acquire(size):
+            self.stats.rejected_overloaded += 1
+            raise Overloaded(f"server busy: {self.items.used} items queued, limit {self.items.total}")
+        return Ticket(self, size, budget or WaitBudget(self.max_queue_wait_s))
+
+    async def reserve_body(self, nbytes: int, budget: WaitBudget) -> None:
+        """Wait (in arrival order, within the budget) until a body of ``nbytes`` may be buffered."""
+        try:
+            await budget.acquire(self.bodies, nbytes, "its turn to send its body")
+        except Overloaded:
+            self.stats.rejected_overloaded += 1
+            raise
+
+    def release_body(self, nbytes: int) -> None:
+        self.bodies.release(nbytes)
 
     def _enqueue(self, job: _Job) -> Future:
         with self._cond:
             if self._stopped:  # the worker has drained and exited: nobody would ever answer this job
-                self._admitted -= job.size
+                self.items.release(job.size)
                 raise ShuttingDown("server is shutting down")
             self._queue.append(job)
             self.stats.requests += 1
@@ -176,14 +185,18 @@ class DynamicBatcher:
     @property
     def pending_items(self) -> int:
         """Items admitted and not yet answered."""
-        with self._cond:
-            return self._admitted
+        return self.items.used
 
     @property
     def queued_requests(self) -> int:
         """Requests waiting in the queue (not yet taken by the worker)."""
         with self._cond:
             return len(self._queue)
+
+    @property
+    def waiting_requests(self) -> int:
+        """Requests held before admission (waiting for room for their items or their body)."""
+        return self.items.waiting + self.bodies.waiting
 
     # ------------------------------------------------------------------------------------------- control
     def hold(self) -> "_Hold":
@@ -198,23 +211,34 @@ class DynamicBatcher:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        self.items.close()
+        self.bodies.close()
         self._worker.join(timeout)
         if self._worker.is_alive():
             logger.warning("batcher worker still busy after %.0fs; abandoning it", timeout or 0)
 
+    def encode_stats(self) -> dict[str, int]:
+        """The vectorizer's counters of served work (the start-up measurement left out)."""
+        now, base = asdict(self.vectorizer.stats), asdict(self._stats_baseline)
+        return {key: now[key] - base.get(key, 0) for key in now}
+
     def describe(self) -> dict[str, Any]:
-        """Settings and counters for ``/meta``."""
+        """Settings, chosen batch sizes and counters for ``/meta``."""
         with self._cond:
-            return {
-                "batching": self.batching and self.max_batch_size > 1,
-                "max_batch_size": self.max_batch_size,
-                "max_wait_ms": self.max_wait_s * 1000.0,
-                "max_queue_items": self.max_queue_items,
-                "max_queue_wait_s": self.max_queue_wait_s,
-                "pending_items": self._admitted,
-                "queued_requests": len(self._queue),
-                **asdict(self.stats),
-            }
+            queued = len(self._queue)
+        return {
+            "batching": self.batching,
+            "batch_sizes": self.sizes.describe(),
+            "max_wait_ms": self.max_wait_s * 1000.0,
+            "max_queue_items": self.items.total,
+            "max_queue_wait_s": self.max_queue_wait_s,
+            "pending_items": self.items.used,
+            "queued_requests": queued,
+            "waiting_requests": self.waiting_requests,
+            **asdict(self.stats),
+            # Forward passes the model actually ran: fewer than requests means cross-request batching worked.
+            "encode_stats": self.encode_stats(),
+        }
 
     # ------------------------------------------------------------------------------------------- worker
     def _run(self) -> None:
@@ -232,29 +256,31 @@ class DynamicBatcher:
                     if not job.future.done():
                         self._answer(job, exception=RuntimeError(f"internal batching error: {exc!r}"))
             finally:
-                self._release(sum(job.size for job in jobs if not job.released))
+                for job in jobs:
+                    self._release(job)
 
     def _take(self) -> list[_Job] | None:
-        """Block for the next batch: the oldest job plus whatever fits within ``max_wait_s`` and the size bound."""
+        """Block for the next batch: the oldest job plus the following ones that fit the caps, in order."""
         with self._cond:
             while not self._queue or (self._holds and not self._closed):
                 if self._closed and not self._queue:
                     self._stopped = True
                     return None
                 self._cond.wait()
-            jobs = [self._queue.popleft()]
-            size = jobs[0].size
+            first = self._queue.popleft()
+            jobs = [first]
             if not self.batching:
                 return jobs
+            pack = _Pack(self.sizes, first)
             deadline = time.monotonic() + self.max_wait_s
-            while size < self.max_batch_size:
+            while not pack.full:
                 if self._queue:
-                    # Whole jobs only, and never past the bound: a job that does not fit starts the next batch.
-                    if size + self._queue[0].size > self.max_batch_size:
+                    # Whole jobs only, in arrival order: one that does not fit starts the next batch.
+                    if not pack.fits(self._queue[0]):
                         break
                     job = self._queue.popleft()
+                    pack.add(job)
                     jobs.append(job)
-                    size += job.size
                     continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._closed:
@@ -269,28 +295,31 @@ class DynamicBatcher:
         now = time.monotonic()
         fresh = []
         for job in jobs:
-            waited = now - job.admitted_at
+            waited = job.waited_s + (now - job.queued_at)
             if waited > self.max_queue_wait_s:
                 self.stats.expired += 1
                 self._answer(job, exception=QueueTimeout(
-                    f"request waited {waited:.1f}s in the queue, over the server's limit of "
+                    f"request waited {waited:.1f}s for the batch worker, over the server's limit of "
                     f"{self.max_queue_wait_s:g}s; not computed (server overloaded, retry later)"
                 ))
             else:
                 fresh.append(job)
-        jobs = fresh
-        if not jobs:
-            return
+        if fresh:
+            self._encode_isolated(fresh)
+
+    def _encode_isolated(self, jobs: list[_Job]) -> None:
+        """Encode ``jobs`` together; if that fails, halve and retry, so only the failing request gets the error."""
         try:
-            texts, images = self._encode([t for job in jobs for t in job.texts], [i for job in jobs for i in job.images])
+            texts, images = self._encode(jobs)
         except Exception as exc:  # noqa: BLE001 - isolate below, or report to the one caller
-            if len(jobs) > 1:
-                logger.warning("batch of %d requests failed (%s); retrying them one by one", len(jobs), exc)
-                for job in jobs:
-                    self._process_alone(job)
+            if len(jobs) == 1:
+                self.stats.failed += 1
+                self._answer(jobs[0], exception=exc)
                 return
-            self.stats.failed += 1
-            self._answer(jobs[0], exception=exc)
+            logger.warning("batch of %d requests failed (%s); retrying it in halves", len(jobs), exc)
+            middle = len(jobs) // 2
+            self._encode_isolated(jobs[:middle])
+            self._encode_isolated(jobs[middle:])
             return
         t = i = 0
         for job in jobs:
@@ -299,39 +328,60 @@ class DynamicBatcher:
             i += len(job.images)
             self._answer(job, result=result)
 
-    def _process_alone(self, job: _Job) -> None:
-        try:
-            result = self._encode(job.texts, job.images)
-        except Exception as exc:  # noqa: BLE001
-            self.stats.failed += 1
-            self._answer(job, exception=exc)
-        else:
-            self._answer(job, result=result)
+    def _release(self, job: _Job) -> None:
+        if not job.released:
+            job.released = True
+            self.items.release(job.size)
 
     def _answer(self, job: _Job, *, result: Any = None, exception: BaseException | None = None) -> None:
         # Capacity first: a client that got its answer and sends the next request must find room for it.
-        if not job.released:
-            job.released = True
-            self._release(job.size)
+        self._release(job)
         _settle(job.future, result=result, exception=exception)
 
-    def _encode(self, texts: list[str], images: list[PatchedImage]) -> BatchResult:
+    def _encode(self, jobs: list[_Job]) -> BatchResult:
         # One core call per modality: the core sorts by size, de-duplicates identical items (bit-identical vectors,
-        # also across requests) and splits into forward batches of at most max_batch_size. Texts may be "" or
-        # blank: Weaviate sends empty text fields too, and the reference container embeds them.
+        # also across requests) and splits into forward batches of at most the cap. Texts may be "" or blank:
+        # Weaviate sends empty text fields too, and the reference container embeds them.
         dim = self.vectorizer.dim
-        batch = max(self.max_batch_size, 1)
+        texts = [t for job in jobs for t in job.texts]
+        images = [i for job in jobs for i in job.images]
+        longest = max(job.longest_text for job in jobs)
         text_vectors = (
-            self.vectorizer.encode_texts(texts, batch_size=batch, show_progress=False, allow_empty=True)
+            self.vectorizer.encode_texts(texts, batch_size=self.sizes.text_cap(longest), show_progress=False,
+                                         allow_empty=True)
             if texts
             else np.empty((0, dim), np.float32)
         )
         image_vectors = (
-            self.vectorizer.encode_prepared(images, batch_size=batch)
+            self.vectorizer.encode_prepared(images, batch_size=self.sizes.image_cap)
             if images
             else np.empty((0, dim), np.float32)
         )
         return text_vectors, image_vectors
+
+
+class _Pack:
+    """The items of one worker batch, against the forward caps."""
+
+    def __init__(self, sizes: BatchSizes, first: _Job) -> None:
+        self.sizes = sizes
+        self.texts = self.images = self.longest = 0
+        self.add(first)
+
+    def add(self, job: _Job) -> None:
+        self.texts += len(job.texts)
+        self.images += len(job.images)
+        self.longest = max(self.longest, job.longest_text)
+
+    def fits(self, job: _Job) -> bool:
+        longest = max(self.longest, job.longest_text)
+        images_fit = not job.images or self.images + len(job.images) <= self.sizes.image_cap
+        texts_fit = not job.texts or self.texts + len(job.texts) <= self.sizes.text_cap(longest)
+        return images_fit and texts_fit
+
+    @property
+    def full(self) -> bool:
+        return (self.images >= self.sizes.image_cap) or (self.texts >= self.sizes.text_cap(self.longest))
 
 
 class _Hold:

@@ -20,7 +20,7 @@ from bge_siglip_vectorizer import Command, add_options, options_from_args
 
 from .settings import ENV_PREFIX, ServerSettings
 
-__all__ = ["add_arguments", "run", "main", "settings_from_args", "COMMAND"]
+__all__ = ["add_arguments", "run", "main", "settings_from_args", "uvicorn_config", "header_deadline_protocol", "COMMAND"]
 
 DESCRIPTION = "Weaviate multi2vec-clip compatible inference server for BGE-SigLIP, with cross-request batching."
 
@@ -57,21 +57,72 @@ def run(args: argparse.Namespace) -> int:
             server.should_exit = True
 
     app = create_app(settings, on_load_failed=on_load_failed)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=settings.graceful_timeout,
-        # Our handler answers every error as JSON; uvicorn's access log is enough for requests.
-        server_header=False,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, settings))
     with _signals_end_quietly():
         server.run()
     if failed:
         return 1
     return 0 if server.started else 1
+
+
+def uvicorn_config(app: Any, settings: ServerSettings, **overrides: Any) -> Any:
+    """The ``uvicorn.Config`` the server runs with (tests and the benchmark use it too): the settings' address,
+    log level and shutdown grace, and connections that must send their request headers within
+    ``settings.header_timeout_s`` (request bodies have their own deadline in the application)."""
+    import uvicorn
+
+    options: dict[str, Any] = dict(
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=settings.graceful_timeout,
+        server_header=False,
+        http=header_deadline_protocol(settings.header_timeout_s),
+    )
+    return uvicorn.Config(app, **{**options, **overrides})
+
+
+def header_deadline_protocol(timeout_s: float) -> type:
+    """uvicorn's HTTP protocol with a deadline for request headers (a slowloris guard uvicorn lacks).
+
+    uvicorn closes *idle* keep-alive connections (``timeout_keep_alive``), but its timer stops at the first byte
+    received: a client that sends half a request line, or trickles headers, holds the connection forever. Here a
+    timer is armed when the connection opens and again after every answer; if no new request has started (its
+    headers complete) when it fires, the connection is closed. A request in progress is never cut.
+    """
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class HeaderDeadlineProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+        _header_timer: Any = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm_header_deadline()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm_header_deadline()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_header_deadline()
+            super().connection_lost(exc)
+
+        def _arm_header_deadline(self) -> None:
+            self._disarm_header_deadline()
+            self._header_timer = self.loop.call_later(timeout_s, self._header_deadline_passed, self.cycle)
+
+        def _disarm_header_deadline(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _header_deadline_passed(self, armed_cycle: Any) -> None:
+            self._header_timer = None
+            idle = self.cycle is None or self.cycle.response_complete
+            if self.cycle is armed_cycle and idle and not self.transport.is_closing():
+                self.transport.close()  # no request began since the timer was armed
+
+    return HeaderDeadlineProtocol
 
 
 class _Stopped(Exception):

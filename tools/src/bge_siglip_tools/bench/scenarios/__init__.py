@@ -14,6 +14,7 @@ MODULES: dict[str, str] = {
     "onnx": "onnx_runtime",
     "text": "text",
     "scaling": "scaling",
+    "ray": "ray",
 }
 NAMES: tuple[str, ...] = tuple(MODULES)
 

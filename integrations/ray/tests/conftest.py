@@ -1,0 +1,39 @@
+"""One real local Ray for the whole test session (started once: ~5 s), and a folder of small image files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """``ray.init(num_cpus=2)``, shared by every Ray test (and by the bench scenario when the suite runs whole)."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 distinct small photos (JPEG and PNG, varied sizes and modes) in a folder with a sub-folder."""
+    from bge_siglip_vectorizer.testing.images import encode_image, sample_image
+
+    root = tmp_path_factory.mktemp("photos")
+    (root / "sub").mkdir()
+    sizes = [(64, 48), (40, 90), (120, 30), (33, 33), (80, 60), (50, 70)]
+    for i in range(12):
+        width, height = sizes[i % len(sizes)]
+        mode = ("RGB", "L", "RGBA")[i % 3]
+        fmt = "JPEG" if mode == "RGB" else "PNG"
+        folder = root / "sub" if i % 4 == 0 else root
+        (folder / f"img{i:02d}.{fmt.lower().replace('jpeg', 'jpg')}").write_bytes(
+            encode_image(sample_image(width, height, mode, seed=i), fmt))
+    return root

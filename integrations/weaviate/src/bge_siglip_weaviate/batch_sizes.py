@@ -1,0 +1,241 @@
+"""How big a forward batch is worth making, measured on the hardware the server runs on.
+
+Cross-request batching gains only what a bigger forward batch gains. On a GPU that is a lot (one image leaves most
+of the chip idle); on a few CPU cores one 256-patch image already keeps the cores busy, so gathering 16-29 requests
+into one forward buys ~nothing and makes every request wait for the whole batch. So at start-up, before it reports
+ready, the server times a few warm forward passes of synthetic inputs at its own patch budget, doubling the batch
+size from 1 while the throughput (items per second) still rises by ``batch_gain_margin`` (5%), and caps its
+batches at the smallest size within that margin of the best measured. Texts are measured the same way per
+token-length bucket (a 512-token text is ~30x the work of a 16-token one, so it gains less from company); a longer
+bucket never tries more than the cap of the shorter one. A time budget bounds the whole measurement: once spent, the
+best size measured so far is used.
+
+:func:`choose_batch_size` is the policy alone, with the forward pass and the clock injected (tests drive it with a
+fake throughput curve); :func:`measure_batch_sizes` applies it to a loaded :class:`~bge_siglip_vectorizer.Vectorizer`.
+A pinned ``max_batch_size`` (or ``batching=False``) skips the measurement.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from bge_siglip_vectorizer import Vectorizer
+
+from .settings import ServerSettings
+
+__all__ = ["BatchSizes", "Curve", "Point", "choose_batch_size", "measure_batch_sizes", "TEXT_BUCKETS"]
+
+logger = logging.getLogger("bge_siglip_weaviate.batch_sizes")
+
+Clock = Callable[[], float]
+#: Token-length buckets texts are measured and batched by (the last one is always the text tower's limit).
+TEXT_BUCKETS = (16, 64, 256)
+#: Each size is timed at least _MIN_REPEATS times, and while the runs add up to less than _MIN_TIMED_S, up to
+#: _MAX_REPEATS; the best run counts (interference only ever makes a run slower).
+_MIN_REPEATS = 2
+_MIN_TIMED_S = 0.2
+_MAX_REPEATS = 5
+
+
+@dataclass(frozen=True)
+class Point:
+    batch_size: int
+    seconds: float  # best wall time of one forward of this size
+    items_per_s: float
+
+
+@dataclass
+class Curve:
+    """Throughput against batch size for one kind of input, and the size chosen from it."""
+
+    chosen: int
+    points: list[Point] = field(default_factory=list)
+    stopped: str = ""  # why the measurement stopped: "no gain", "budget", "ceiling", "pinned", ...
+    seconds: float = 0.0  # time the measurement took
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "max_batch_size": self.chosen,
+            "stopped": self.stopped,
+            "measure_seconds": round(self.seconds, 3),
+            "curve": [{"batch_size": p.batch_size, "items_per_s": round(p.items_per_s, 3),
+                       "seconds": round(p.seconds, 4)} for p in self.points],
+        }
+
+    def summary(self) -> str:
+        curve = ", ".join(f"{p.batch_size}: {p.items_per_s:.3g}/s" for p in self.points) or "not measured"
+        return f"{self.chosen} ({self.stopped}; {curve})"
+
+
+@dataclass
+class BatchSizes:
+    """The forward batch caps the batch worker packs requests by."""
+
+    images: Curve
+    #: ``(max_tokens, curve)`` ascending; a text longer than every bucket's bound uses the last one.
+    texts: list[tuple[int, Curve]]
+    mode: str  # "measured", "pinned" or "no batching"
+    patches: int = 0  # the image patch budget the image curve was measured at
+
+    @classmethod
+    def fixed(cls, size: int, mode: str, patches: int = 0) -> "BatchSizes":
+        """One cap for everything, not measured."""
+        return cls(Curve(size, stopped=mode), [(math.inf, Curve(size, stopped=mode))], mode, patches)  # type: ignore[list-item]
+
+    @property
+    def image_cap(self) -> int:
+        return self.images.chosen
+
+    def text_cap(self, tokens: int) -> int:
+        """The cap for a forward whose longest text has ``tokens`` tokens."""
+        for bound, curve in self.texts:
+            if tokens <= bound:
+                return curve.chosen
+        return self.texts[-1][1].chosen
+
+    @property
+    def largest(self) -> int:
+        return max([self.images.chosen] + [curve.chosen for _, curve in self.texts])
+
+    def describe(self) -> dict[str, Any]:
+        """For ``/meta``."""
+        return {
+            "mode": self.mode,
+            "images": {"max_num_patches": self.patches, **self.images.describe()},
+            "texts": [{"max_tokens": bound if math.isfinite(bound) else None, **curve.describe()}
+                      for bound, curve in self.texts],
+        }
+
+    def summary(self) -> str:
+        """One log line."""
+        texts = "; ".join(f"<= {bound} tokens: {curve.summary()}" for bound, curve in self.texts)
+        return f"forward batch sizes ({self.mode}): images at {self.patches} patches: {self.images.summary()}; " \
+               f"texts {texts}"
+
+
+def choose_batch_size(
+    run: Callable[[int], object],
+    *,
+    ceiling: int,
+    margin: float,
+    budget_s: float,
+    clock: Clock = time.perf_counter,
+) -> Curve:
+    """Time ``run(batch_size)`` (one forward of that many items) at 1, 2, 4, ... up to ``ceiling``.
+
+    Doubling stops when a size gains less than ``margin`` over the previous one, at ``ceiling``, or when the next
+    size would take the measurement past ``budget_s`` (its cost predicted from the last). The chosen size is the
+    smallest measured one whose throughput is within ``margin`` of the best: bigger batches make every request in
+    them wait longer, so they must pay for it.
+    """
+    started = clock()
+    if ceiling <= 1:
+        return Curve(1, stopped="ceiling")
+    run(1)  # warm-up: the first forward of a process allocates and is not representative
+    points: list[Point] = []
+    size = 1
+    stopped = "ceiling"
+    while True:
+        seconds = _best_time(run, size, clock)
+        points.append(Point(size, seconds, size / seconds))
+        if len(points) > 1 and points[-1].items_per_s < points[-2].items_per_s * (1 + margin):
+            stopped = "no gain"
+            break
+        if size >= ceiling:
+            break
+        following = min(2 * size, ceiling)
+        if clock() - started + _MIN_REPEATS * seconds * following / size > budget_s:
+            stopped = "budget"
+            break
+        size = following
+    best = max(point.items_per_s for point in points)
+    chosen = min(point.batch_size for point in points if point.items_per_s * (1 + margin) >= best)
+    return Curve(chosen, points, stopped, clock() - started)
+
+
+def _best_time(run: Callable[[int], object], size: int, clock: Clock) -> float:
+    timings: list[float] = []
+    while len(timings) < _MIN_REPEATS or (sum(timings) < _MIN_TIMED_S and len(timings) < _MAX_REPEATS):
+        start = clock()
+        run(size)
+        timings.append(clock() - start)
+    return max(min(timings), 1e-9)
+
+
+def measure_batch_sizes(
+    vectorizer: Vectorizer, settings: ServerSettings, clock: Clock = time.perf_counter
+) -> BatchSizes:
+    """The caps for this server: pinned by the settings, or measured on ``vectorizer`` (seconds on a CPU)."""
+    if not settings.batching:
+        # One request per round; its own items still go through the model together, as in the reference.
+        size = settings.max_batch_size or settings.adaptive_max_batch_size
+        return BatchSizes.fixed(size, "no batching", vectorizer.max_num_patches)
+    if settings.max_batch_size is not None:
+        return BatchSizes.fixed(settings.max_batch_size, "pinned", vectorizer.max_num_patches)
+    options = dict(ceiling=settings.adaptive_max_batch_size, margin=settings.batch_gain_margin, clock=clock)
+    images = _SyntheticImages(vectorizer)
+    image_curve = choose_batch_size(images.run, budget_s=settings.batch_probe_budget_s, **options)
+    texts = _SyntheticTexts(vectorizer)
+    bounds = sorted({min(b, vectorizer.text_max_length) for b in TEXT_BUCKETS} | {vectorizer.text_max_length})
+    text_curves: list[tuple[int, Curve]] = []
+    spent, ceiling = 0.0, settings.adaptive_max_batch_size
+    for number, bound in enumerate(bounds):
+        # The budget left is shared by the buckets still to measure.
+        budget = (settings.batch_probe_budget_s - spent) / (len(bounds) - number)
+        curve = choose_batch_size(lambda b, bound=bound: texts.run(b, bound), budget_s=budget,
+                                  **{**options, "ceiling": ceiling})
+        spent += curve.seconds
+        ceiling = curve.chosen  # longer texts gain less from batching than shorter ones
+        text_curves.append((bound, curve))
+    return BatchSizes(image_curve, text_curves, "measured", vectorizer.max_num_patches)
+
+
+class _SyntheticImages:
+    """Distinct random images that fill the patch budget (identical ones would be de-duplicated by the core)."""
+
+    def __init__(self, vectorizer: Vectorizer) -> None:
+        self.vectorizer = vectorizer
+        side = vectorizer.preprocessing.patch_size * max(1, math.isqrt(vectorizer.max_num_patches))
+        self._shape = (side, side, 3)
+        self._rng = np.random.default_rng(0)
+        self._prepared: list[Any] = []
+
+    def run(self, size: int) -> None:
+        while len(self._prepared) < size:
+            array = self._rng.integers(0, 256, self._shape, dtype=np.uint8)
+            self._prepared.extend(self.vectorizer.prepare_images([array], show_progress=False))
+        self.vectorizer.encode_prepared(self._prepared[:size], batch_size=size)
+
+
+class _SyntheticTexts:
+    """Distinct texts of about ``tokens`` tokens each; new ones every call, so nothing is de-duplicated."""
+
+    _WORDS = ("photo", "of", "a", "dog", "on", "the", "beach", "at", "sunset", "with", "red", "ball", "and", "cat")
+
+    def __init__(self, vectorizer: Vectorizer) -> None:
+        self.vectorizer = vectorizer
+        self._serial = 0
+        self._words_per_token: dict[int, int] = {}
+
+    def _text(self, words: int) -> str:
+        self._serial += 1
+        return f"{self._serial} " + " ".join(self._WORDS[(self._serial + j) % len(self._WORDS)] for j in range(words))
+
+    def _words_for(self, tokens: int) -> int:
+        if tokens not in self._words_per_token:
+            words = max(1, tokens)
+            # Fewer words until the text fits the bucket (words are one or a few tokens each).
+            while words > 1 and self.vectorizer.count_tokens([self._text(words)])[0] > tokens:
+                words = max(1, int(words * 0.8))
+            self._words_per_token[tokens] = words
+        return self._words_per_token[tokens]
+
+    def run(self, size: int, tokens: int) -> None:
+        words = self._words_for(tokens)
+        self.vectorizer.encode_texts([self._text(words) for _ in range(size)], batch_size=size, show_progress=False)

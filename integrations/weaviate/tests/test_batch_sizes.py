@@ -1,0 +1,100 @@
+"""The forward batch sizes the server chooses: the policy on fake throughput curves (deterministic), and one real
+start-up measurement on the tiny model (only its shape is asserted: its numbers depend on the machine's load)."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+
+from bge_siglip_weaviate.batch_sizes import choose_batch_size
+
+
+class FakeHardware:
+    """A forward of ``b`` items takes ``b / rate[b]`` seconds on a fake clock; records the sizes it ran."""
+
+    def __init__(self, rates: dict[int, float]) -> None:
+        self.rates = rates
+        self.now = 0.0
+        self.ran: list[int] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def run(self, size: int) -> None:
+        self.ran.append(size)
+        self.now += size / self.rates[size]
+
+
+def _choose(rates: dict[int, float], ceiling: int = 64, margin: float = 0.05, budget_s: float = 1e9):
+    hardware = FakeHardware(rates)
+    curve = choose_batch_size(hardware.run, ceiling=ceiling, margin=margin, budget_s=budget_s, clock=hardware.clock)
+    return curve, hardware
+
+
+def test_cpu_like_curve_caps_where_throughput_stops_rising() -> None:
+    # 256 patches on 2 CPU cores (issue 20): batching gains ~18% at most, near batch 4.
+    curve, hardware = _choose({1: 1.00, 2: 1.10, 4: 1.18, 8: 1.17, 16: 1.0})
+    assert [p.batch_size for p in curve.points] == [1, 2, 4, 8]  # 8 gained nothing: 16 was never tried
+    assert (curve.chosen, curve.stopped) == (4, "no gain")
+    assert 16 not in hardware.ran and hardware.ran[0] == 1  # a warm-up forward first
+
+
+def test_the_smallest_size_within_the_margin_of_the_best_is_chosen() -> None:
+    # 4 -> 8 still gains 5.1% (so 8 is measured), 8 -> 16 only 1%: 8 is within 5% of the best (16), 4 is not.
+    curve, _ = _choose({1: 1.0, 2: 1.5, 4: 1.6, 8: 1.682, 16: 1.70})
+    assert [p.batch_size for p in curve.points] == [1, 2, 4, 8, 16]
+    assert curve.chosen == 8
+
+
+def test_no_gain_at_all_means_one_request_per_forward() -> None:
+    curve, _ = _choose({1: 1.0, 2: 1.03})
+    assert (curve.chosen, curve.stopped) == (1, "no gain")
+
+
+def test_gpu_like_curve_rises_to_the_ceiling() -> None:
+    curve, hardware = _choose({b: 100.0 * b for b in (1, 2, 4, 8, 16, 32, 48)}, ceiling=48)
+    assert [p.batch_size for p in curve.points] == [1, 2, 4, 8, 16, 32, 48]  # the last step is cut to the ceiling
+    assert (curve.chosen, curve.stopped) == (48, "ceiling")
+
+
+def test_the_budget_bounds_the_measurement() -> None:
+    # 10 s per item (1024 patches on a CPU): warm-up 10 s + batch 1 twice 20 s; batch 2 would take 40 s more.
+    curve, hardware = _choose({1: 0.1, 2: 0.12}, budget_s=60)
+    assert (curve.chosen, curve.stopped) == (1, "budget")
+    assert hardware.ran == [1, 1, 1] and curve.seconds == pytest.approx(30.0)
+
+
+def test_a_ceiling_of_one_measures_nothing() -> None:
+    curve, hardware = _choose({1: 1.0}, ceiling=1)
+    assert curve.chosen == 1 and hardware.ran == []
+
+
+def test_a_real_start_up_measures_and_reports_the_sizes(start_server, caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="bge_siglip_weaviate"):
+        running = start_server(max_batch_size=None, batch_probe_budget_s=10, adaptive_max_batch_size=16)
+    meta = httpx.get(running.url + "/meta").json()["server"]
+    sizes = meta["batch_sizes"]
+    assert sizes["mode"] == "measured" and sizes["images"]["max_num_patches"] == running.vectorizer.max_num_patches
+    for curve in [sizes["images"]] + sizes["texts"]:
+        measured = [p["batch_size"] for p in curve["curve"]]
+        assert measured == [min(2**k, 16) for k in range(len(measured))] or measured == []
+        assert 1 <= curve["max_batch_size"] <= 16 and all(p["items_per_s"] > 0 for p in curve["curve"])
+        assert not measured or curve["max_batch_size"] in measured
+    buckets = [t["max_tokens"] for t in sizes["texts"]]
+    assert buckets == sorted(buckets) and buckets[-1] == running.vectorizer.text_max_length
+    caps = [t["max_batch_size"] for t in sizes["texts"]]
+    assert caps == sorted(caps, reverse=True)  # a longer bucket never tries more than a shorter one's cap
+    assert "forward batch sizes (measured)" in caplog.text
+    # The measurement's forwards are not counted as served work.
+    assert meta["encode_stats"] == {"images": 0, "texts": 0, "image_batches": 0, "text_batches": 0}
+    response = httpx.post(running.url + "/vectorize", json={"texts": ["after the measurement"]}, timeout=60)
+    assert response.status_code == 200
+
+
+def test_a_pinned_size_is_not_measured(start_server) -> None:
+    running = start_server(max_batch_size=7)
+    sizes = httpx.get(running.url + "/meta").json()["server"]["batch_sizes"]
+    assert sizes["mode"] == "pinned" and sizes["images"]["max_batch_size"] == 7 and sizes["images"]["curve"] == []
+    assert [t["max_batch_size"] for t in sizes["texts"]] == [7]
