@@ -31,9 +31,10 @@ from .bulk import (  # noqa: E402
     provenance,
 )
 from .ids import ID_NAMESPACE, Modality, content_id  # noqa: E402
-from .inputs import ImageLimits, list_image_files, load_base64_image, validate_text  # noqa: E402
-from .options import add_options, check_options, option, options_from_args  # noqa: E402
+from .inputs import ImageLimits, decode_base64, list_image_files, load_base64_image, validate_text  # noqa: E402
+from .options import add_options, check_options, option, options_from_args, vector_option_names  # noqa: E402
 from .preprocess import PatchedImage  # noqa: E402
+from .references import MODEL_DIR_ENV, model_reference, resolve_model_reference  # noqa: E402
 from .text_outputs import SparseEmbedding, TextEncodings  # noqa: E402
 from .vectorizer import (  # noqa: E402
     MODEL_NAME,
@@ -41,7 +42,7 @@ from .vectorizer import (  # noqa: E402
     ImagePreparer,
     Vectorizer,
     VectorizerOptions,
-    model_reference,
+    available_cpus,
     shared_vectorizer,
 )
 
@@ -52,7 +53,6 @@ __all__ = [
     "MODEL_NAME",
     "EncodeStats",
     "shared_vectorizer",
-    "model_reference",
     "PatchedImage",
     "ImagePreparer",
     "ingest",
@@ -69,12 +69,18 @@ __all__ = [
     "ImageLimits",
     "list_image_files",
     "load_base64_image",
+    "decode_base64",
+    "available_cpus",
     "validate_text",
     "Command",
     "option",
     "check_options",
     "add_options",
     "options_from_args",
+    "vector_option_names",
+    "MODEL_DIR_ENV",
+    "model_reference",
+    "resolve_model_reference",
     "BGESigLIPError",
     "DataError",
     "ExportError",

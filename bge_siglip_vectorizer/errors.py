@@ -9,10 +9,10 @@
     │   │   ├── ImageFetchError
     │   │   └── UnsupportedImageTypeError (TypeError)
     │   └── InvalidTextError
+    ├── ModelMismatchError (ValueError)      a store holds vectors of another model; .stored, .given
     ├── ModelLoadError                       a model directory, checkpoint, tower or graph
     │   ├── MissingProjectorError
     │   └── MissingHeadError                 sparse / multi-vector output asked of a tower without that head
-    ├── ModelMismatchError (ValueError)      a store embedded with another model (fingerprints differ)
     ├── OptionalDependencyError (ImportError) an extra is not installed; says which
     ├── ExportError                          ONNX export or quantisation failed
     └── DataError (ValueError)               a training/evaluation data file; names file and row
@@ -36,9 +36,9 @@ __all__ = [
     "ImageFetchError",
     "UnsupportedImageTypeError",
     "InvalidTextError",
+    "ModelMismatchError",
     "ModelLoadError",
     "MissingProjectorError",
-    "ModelMismatchError",
     "MissingHeadError",
     "DataError",
     "OptionalDependencyError",
@@ -104,6 +104,22 @@ class InvalidTextError(InvalidInputError):
     kind = "text"
 
 
+class ModelMismatchError(BGESigLIPError, ValueError):
+    """A store (collection, table) holds vectors of one model and was asked to write, query or reconfigure with
+    another: vectors of two models in one index rank as noise. Nothing was written or changed.
+
+    ``stored`` and ``given`` are the two model fingerprints (``Vectorizer.fingerprint``); ``where`` names the store.
+    """
+
+    def __init__(self, where: str, stored: str, given: str, hint: str = "") -> None:
+        self.where = where
+        self.stored = stored
+        self.given = given
+        message = (f"{where} holds vectors of model {stored[:12]}, not of this model ({given[:12]}); "
+                   "embed into a new collection, or use the model it was made with")
+        super().__init__(message + (f"; {hint}" if hint else ""))
+
+
 class ModelLoadError(BGESigLIPError):
     """A model directory, checkpoint or tower could not be loaded."""
 
@@ -115,11 +131,6 @@ class MissingProjectorError(ModelLoadError):
 class MissingHeadError(ModelLoadError):
     """Sparse or multi-vector text output was asked of a model whose text tower lacks BGE-M3's head for it
     (``sparse_linear.pt`` / ``colbert_linear.pt``), or of a backend that does not run it; dense output still works."""
-
-
-class ModelMismatchError(BGESigLIPError, ValueError):
-    """A collection or table was embedded with another model (its stored fingerprint differs from this model's):
-    writing to it or querying it would mix two vector spaces. Nothing was written."""
 
 
 class OptionalDependencyError(BGESigLIPError, ImportError):

@@ -1,17 +1,18 @@
-"""The core's adapter contract suite, run against a real LanceDB directory through bge-siglip-lancedb.
+"""The core's adapter contract, run against a real LanceDB directory through bge-siglip-lancedb.
 
-The harness adds with ``add_images`` / ``add_texts`` (the suite's ids as explicit ids) into one
-``create_table(...)`` table and queries with ``table.search(...)``, where LanceDB embeds the query with our
-function. ``reopen()`` connects again and opens the table without passing a function (rebuilt from metadata).
-Beyond today's ``StoreHarness`` it offers what the capability mixins will ask for (upsert, delete, metadata,
-content ids, a second model); test_lancedb.py covers those promises with the real database.
+The harness adds with ``add_images`` / ``add_texts`` (the suite's ids as explicit ids) into one ``create_table``
+table and queries with ``table.search(...)``, where LanceDB embeds the query with our function. Reopening (in this
+process or another) connects again and opens the table WITHOUT passing a function: LanceDB rebuilds ours from the
+table's metadata. ``change_model`` is what a LanceDB user would do: ``create_table(..., exist_ok=True)`` with
+another model's function.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import lancedb
 import numpy as np
@@ -20,26 +21,42 @@ from lancedb.embeddings import get_registry
 from PIL import Image
 
 import bge_siglip_lancedb
-from bge_siglip_vectorizer.testing.contract import AdapterContractTests, StoreHarness
+from bge_siglip_vectorizer.testing import contract as c
+
+TABLE = "contract"
+_ADAPTER_COLUMNS = ("id", "vector", "modality", "source", "text")
 
 
-class LanceDBHarness(StoreHarness):
-    def __init__(self, path: Path, model_dir: Path | None, name: str = "contract") -> None:
-        self.path, self.name = path, name
-        self.db = lancedb.connect(str(path))
+def _schema(func: bge_siglip_lancedb.BGESigLIPEmbeddings) -> type:
+    """The mixed table plus columns for the suite's metadata: a LanceDB table has a fixed schema, so a user declares
+    the columns their metadata goes into (``add_*(payloads=...)`` refuses keys that are not columns)."""
+
+    class Item(bge_siglip_lancedb.schema(func)):
+        name: Optional[str] = None
+        n: Optional[int] = None
+        score: Optional[float] = None
+        flag: Optional[bool] = None
+
+    return Item
+
+
+class LanceDBHarness(c.StoreHarness):
+    def __init__(self, path: Path, model_dir: Path | None) -> None:
+        self.path = Path(path)
+        self.db = lancedb.connect(str(self.path))
         if model_dir is not None:
             func = get_registry().get("bge-siglip").create(model=str(model_dir), device="cpu")
-            self.table = bge_siglip_lancedb.create_table(self.db, name, func, exist_ok=True)
+            self.table = bge_siglip_lancedb.create_table(self.db, TABLE, func, schema_model=_schema(func),
+                                                         exist_ok=True)
         else:
-            self.table = self.db.open_table(name)
+            self.table = self.db.open_table(TABLE)  # no function passed: rebuilt from the metadata
         self.vectorizer = bge_siglip_lancedb.table_function(self.table).vectorizer
 
-    # -- today's StoreHarness
-    def add_images(self, ids: Sequence[str] | None, images: Sequence[Any], metadata: Sequence[dict] | None = None):
-        return bge_siglip_lancedb.add_images(self.table, list(images), ids=ids, payloads=metadata).ids
+    def add_images(self, ids: Sequence[str], images: Sequence[Any], metadatas: Sequence[dict] | None = None):
+        bge_siglip_lancedb.add_images(self.table, list(images), ids=list(ids), payloads=metadatas)
 
-    def add_texts(self, ids: Sequence[str] | None, texts: Sequence[str], metadata: Sequence[dict] | None = None):
-        return bge_siglip_lancedb.add_texts(self.table, list(texts), ids=ids, payloads=metadata).ids
+    def add_texts(self, ids: Sequence[str], texts: Sequence[str], metadatas: Sequence[dict] | None = None):
+        bge_siglip_lancedb.add_texts(self.table, list(texts), ids=list(ids), payloads=metadatas)
 
     def query_text(self, text: str, k: int) -> list[str]:
         return [hit["id"] for hit in self.table.search(text).limit(k).to_list()]
@@ -55,44 +72,59 @@ class LanceDBHarness(StoreHarness):
     def count(self) -> int:
         return self.table.count_rows()
 
-    def reopen(self) -> "LanceDBHarness":
-        return LanceDBHarness(self.path, None, self.name)
+    def get_metadata(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        rows = {row["id"]: row for row in self.table.to_arrow().to_pylist()}
+        return [None if i not in rows else {k: v for k, v in rows[i].items() if k not in _ADAPTER_COLUMNS}
+                for i in ids]
 
-    # -- what the capability mixins will need (add is an upsert on id)
-    upsert_images = add_images
-    upsert_texts = add_texts
+    def add_images_by_content(self, images: Sequence[Any]) -> list[str]:
+        return bge_siglip_lancedb.add_images(self.table, list(images)).ids
+
+    def add_texts_by_content(self, texts: Sequence[str]) -> list[str]:
+        return bge_siglip_lancedb.add_texts(self.table, list(texts)).ids
+
+    # add_* upsert on id (merge_insert)
+    def upsert_images(self, ids: Sequence[str], images: Sequence[Any]) -> None:
+        self.add_images(ids, images)
+
+    def upsert_texts(self, ids: Sequence[str], texts: Sequence[str]) -> None:
+        self.add_texts(ids, texts)
 
     def delete(self, ids: Sequence[str]) -> None:
         quoted = ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
         self.table.delete(f"id IN ({quoted})")
 
-    def metadata(self, item_id: str) -> dict[str, Any]:
-        row = self.table.search().where(f"id = '{item_id}'").limit(1).to_list()[0]
-        return {key: value for key, value in row.items() if key not in ("id", "vector")}
-
     def with_model(self, model_dir: Path) -> "LanceDBHarness":
-        """The same table, opened for another model (raises ModelMismatchError)."""
-        return LanceDBHarness(self.path, model_dir, self.name)
+        return LanceDBHarness(self.path, model_dir)
+
+    def change_model(self, model_dir: Path) -> None:
+        func = get_registry().get("bge-siglip").create(model=str(model_dir), device="cpu")
+        bge_siglip_lancedb.create_table(self.db, TABLE, func, schema_model=_schema(func), exist_ok=True)
+
+    def stored_config(self) -> Any:
+        metadata = lancedb.connect(str(self.path)).open_table(TABLE).schema.metadata
+        return json.loads(metadata[b"embedding_functions"])
+
+    def reopen(self) -> "LanceDBHarness":
+        return LanceDBHarness(self.path, None)
+
+    def reopen_spec(self) -> dict[str, Any]:
+        return {"path": str(self.path)}
+
+    @classmethod
+    def reopen_from(cls, spec: dict[str, Any]) -> "LanceDBHarness":
+        # This module imports bge_siglip_lancedb (registering "bge-siglip"), as a user's code would.
+        return cls(Path(spec["path"]), None)
 
 
-class TestLanceDBContract(AdapterContractTests):
+_NO_ASYNC = "the helpers and the registered function are tested with LanceDB's sync API; connect_async is not (README)"
+
+
+class TestLanceDBContract(c.ContractTests, c.AddTests, c.RankingTests, c.BadBatchTests, c.MetadataTests,
+                          c.ExplicitIdTests, c.ContentIdTests, c.UpsertTests, c.DeleteTests, c.ModelGuardTests,
+                          c.ReopenTests):
+    opt_outs = {"AsyncTests": _NO_ASYNC, "AsyncOffLoopTests": _NO_ASYNC}
+
     @pytest.fixture
     def harness(self, bge_siglip_model_dir, tmp_path):
         return LanceDBHarness(tmp_path / "db", bge_siglip_model_dir)
-
-
-def test_the_harness_operations_the_capability_mixins_will_use(bge_siglip_model_dir, bge_siglip_other_model_dir,
-                                                                tmp_path):
-    from bge_siglip_lancedb import ModelMismatchError, content_id
-
-    store = LanceDBHarness(tmp_path / "db", bge_siglip_model_dir)
-    assert store.add_images(None, [np.zeros((8, 8, 3), np.uint8)]) == [content_id(np.zeros((8, 8, 3), np.uint8))]
-    store.add_images(None, [np.zeros((8, 8, 3), np.uint8)])  # the same content id: no duplicate
-    store.upsert_texts(["x"], ["first"])
-    store.upsert_texts(["x"], ["zweiter"])
-    assert store.count() == 2 and store.query_text("zweiter", k=1) == ["x"]
-    assert store.metadata("x") == {"modality": "text", "text": "zweiter", "source": None}
-    store.delete(["x"])
-    assert store.reopen().count() == 1
-    with pytest.raises(ModelMismatchError):
-        store.with_model(bge_siglip_other_model_dir)

@@ -1,7 +1,7 @@
 """Fixtures for the Milvus adapter tests: one real milvus-lite database per session, a fresh collection per test.
 
 milvus-lite runs its gRPC server in this process (on 127.0.0.1); one ``.db`` file can be open in one process only,
-so the reopen tests use a file of their own and release it before another process opens it.
+so the contract harness uses a file of its own per test and releases it before another process opens it.
 """
 
 from __future__ import annotations
@@ -18,24 +18,9 @@ from bge_siglip_milvus import BGESigLIPEmbeddingFunction, BGESigLIPMilvus
 _names = itertools.count()
 
 
-def release(path: Path) -> None:
-    """Stop this process's milvus-lite server for ``path`` (pymilvus keeps it until exit), so another process can
-    open the file. milvus-lite's own server manager is the only way; it is what ``MilvusClient("x.db")`` starts."""
-    from milvus_lite.server_manager import server_manager_instance
-
-    server_manager_instance.release_server(str(path))
-
-
 @pytest.fixture(scope="session")
-def release_milvus():
-    return release
-
-
-@pytest.fixture(scope="session")
-def milvus_db_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("milvus") / "session.db"
-    yield path
-    release(path)
+def milvus_db_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("milvus") / "session.db"
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,9 @@
     func = get_registry().get("bge-siglip").create(model="path/or/hub-id", device="cpu", batch_size=32)
 
 LanceDB stores ``{"name": "bge-siglip", "model": <the create() arguments>, ...}`` in the table's schema metadata and
-calls ``create(**model)`` again whenever a reopened table needs the function. The stored arguments are this model's
-absolute path (so another process or working directory finds it) and its fingerprint, so a rebuilt function for a
+calls ``create(**model)`` again whenever a reopened table needs the function. The stored arguments are the core's
+:func:`~bge_siglip_vectorizer.model_reference` of the model (an absolute path, a hub id, or
+``$BGE_SIGLIP_MODEL_DIR/<name>`` for a directory under that folder) and its fingerprint, so a rebuilt function for a
 directory that now holds another model refuses to load (:class:`~bge_siglip_vectorizer.ModelMismatchError`).
 
 Every vector comes from the core ``Vectorizer``: a column of sources is encoded in batches of ``batch_size`` through
@@ -19,7 +20,13 @@ import numpy as np
 from lancedb.embeddings import EmbeddingFunction, register
 from pydantic import PrivateAttr
 
-from bge_siglip_vectorizer import ModelMismatchError, Vectorizer, model_reference, shared_vectorizer
+from bge_siglip_vectorizer import (
+    ModelMismatchError,
+    Vectorizer,
+    model_reference,
+    resolve_model_reference,
+    shared_vectorizer,
+)
 
 #: The registry name (and what the table metadata records).
 NAME = "bge-siglip"
@@ -51,14 +58,15 @@ class BGESigLIPEmbeddings(EmbeddingFunction):
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         self.model = model_reference(self.model)
         # One model per process and options, however many tables and rebuilt functions (LanceDB rebuilds on open).
-        self._vectorizer = shared_vectorizer(self.model, device=self.device, max_num_patches=self.max_num_patches)
+        self._vectorizer = shared_vectorizer(resolve_model_reference(self.model), device=self.device,
+                                             max_num_patches=self.max_num_patches)
         actual = self._vectorizer.fingerprint
         if self.fingerprint is None:
             self.fingerprint = actual
         elif self.fingerprint != actual:
             raise ModelMismatchError(
-                f"the model at {self.model!r} (fingerprint {actual[:12]}) is not the one this table was embedded "
-                f"with (fingerprint {self.fingerprint[:12]}); restore that model, or re-embed into a new table"
+                f"the table embedded by the model at {self.model!r}", self.fingerprint, actual,
+                hint="that location now holds another model (e.g. retrained in place); restore the model",
             )
 
     @classmethod

@@ -72,10 +72,7 @@ def create_table(
         table = db.open_table(name)
         stored = stored_fingerprints(table)
         if function.fingerprint not in stored:
-            raise ModelMismatchError(
-                f"table {name!r} was embedded with another model (fingerprints {sorted(f[:12] for f in stored)}) "
-                f"than {function.model!r} (fingerprint {function.fingerprint[:12]}); use that model, or a new table"
-            )
+            raise ModelMismatchError(f"table {name!r}", ", ".join(sorted(stored)) or "none", function.fingerprint)
         return table
     return db.create_table(name, schema=schema_model or schema(function), **kwargs)
 
@@ -126,7 +123,7 @@ def table_function(table: "Table") -> BGESigLIPEmbeddings:
     """The table's bge-siglip function on its ``vector`` column (rebuilt from the table's metadata)."""
     config = table.embedding_functions.get(VECTOR)
     if config is None or not isinstance(config.function, BGESigLIPEmbeddings):
-        raise ModelMismatchError(
+        raise ValueError(
             f"table {table.name!r} has no {NAME!r} embedding function on its {VECTOR!r} column; create it with "
             "bge_siglip_lancedb.create_table"
         )

@@ -136,6 +136,7 @@ class BGESigLIPMilvus:
         collection_name: str,
         *,
         sparse: bool = False,
+        exist_ok: bool = False,
         schema: CollectionSchema | None = None,
         index_params: IndexParams | None = None,
         properties: dict[str, str] | None = None,
@@ -146,7 +147,14 @@ class BGESigLIPMilvus:
 
         ``sparse=True`` adds the ``sparse`` field for texts (:meth:`add_texts` fills it from the same forward pass
         as the dense vector) and enables :meth:`hybrid_search`. Such a collection holds texts only: its sparse
-        field cannot be left empty for image rows (pymilvus 3.0 / milvus-lite 3.2 write no null vectors)."""
+        field cannot be left empty for image rows (pymilvus 3.0 / milvus-lite 3.2 write no null vectors).
+
+        An existing collection of another model is a :class:`~bge_siglip_vectorizer.ModelMismatchError` (nothing
+        changes); one of this model is kept as it is with ``exist_ok=True``, else Milvus' "already exists" error."""
+        if self.client.has_collection(collection_name):
+            self.check_collection(collection_name)
+            if exist_ok:
+                return
         self.client.create_collection(
             collection_name,
             schema=schema if schema is not None else self.schema(sparse=sparse),
@@ -162,31 +170,27 @@ class BGESigLIPMilvus:
         properties = description.get("properties") or {}
         stored = properties.get(FINGERPRINT_PROPERTY)
         mine = self.embedding_function.fingerprint
+        where = f"collection {collection_name!r}"
         if stored is None:
             raise ModelMismatchError(
-                f"collection {collection_name!r} records no BGE-SigLIP model (no {FINGERPRINT_PROPERTY!r} property): "
-                "create it with BGESigLIPMilvus.create_collection, or, if its vectors are this model's, record it "
-                f"with client.alter_collection_properties({collection_name!r}, db.collection_properties())"
+                where, "none", mine,
+                hint=f"it records no BGE-SigLIP model (no {FINGERPRINT_PROPERTY!r} property): create it with "
+                     "BGESigLIPMilvus.create_collection, or, if its vectors are this model's, record it with "
+                     f"client.alter_collection_properties({collection_name!r}, db.collection_properties())",
             )
         if stored != mine:
-            raise ModelMismatchError(
-                f"collection {collection_name!r} was embedded with another model "
-                f"({properties.get(MODEL_PROPERTY) or 'unknown'}, fingerprint {stored[:12]}) than this one "
-                f"({self.embedding_function.model_name}, fingerprint {mine[:12]}): its vectors would not be "
-                "comparable; use that model, or re-embed into a new collection"
-            )
+            raise ModelMismatchError(where, stored, mine,
+                                     hint=f"it was embedded with {properties.get(MODEL_PROPERTY) or 'another model'}")
         vector = next((f for f in description["fields"] if f["name"] == VECTOR_FIELD), None)
         if vector is None or int(vector.get("params", {}).get("dim", -1)) != self.dim:
-            raise ModelMismatchError(
-                f"collection {collection_name!r} has no {VECTOR_FIELD!r} FLOAT_VECTOR field of dim {self.dim}"
-            )
+            raise ModelMismatchError(where, stored, mine,
+                                     hint=f"it has no {VECTOR_FIELD!r} FLOAT_VECTOR field of dim {self.dim}")
         if _has_sparse(description):
-            stored_sparse = properties.get(SPARSE_FINGERPRINT_PROPERTY)
-            if stored_sparse is None or stored_sparse != self.vectorizer.fingerprints.get("sparse"):
-                raise ModelMismatchError(
-                    f"collection {collection_name!r} holds sparse vectors of another sparse head (fingerprint "
-                    f"{(stored_sparse or 'none')[:12]}) than {self.embedding_function.model_name}'s; use that model"
-                )
+            stored_sparse = properties.get(SPARSE_FINGERPRINT_PROPERTY) or "none"
+            mine_sparse = self.vectorizer.fingerprints.get("sparse") or "none"
+            if stored_sparse != mine_sparse:
+                raise ModelMismatchError(where, stored_sparse, mine_sparse,
+                                         hint="its sparse vectors come from another sparse head")
         return description
 
     def _ready(self, collection_name: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterable, List
 import numpy as np
 from pymilvus.model.base import BaseEmbeddingFunction
 
-from bge_siglip_vectorizer import Vectorizer, model_reference, shared_vectorizer
+from bge_siglip_vectorizer import Vectorizer, model_reference, resolve_model_reference, shared_vectorizer
 
 
 class BGESigLIPEmbeddingFunction(BaseEmbeddingFunction):
@@ -49,7 +49,8 @@ class BGESigLIPEmbeddingFunction(BaseEmbeddingFunction):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if vectorizer is None:
-            vectorizer = shared_vectorizer(model, device=device, **vectorizer_options)
+            vectorizer = shared_vectorizer(resolve_model_reference(os.fspath(model)), device=device,
+                                           **vectorizer_options)
         elif device is not None or vectorizer_options:
             raise ValueError("device and vectorizer options belong to the Vectorizer you passed")
         self.vectorizer = vectorizer
