@@ -34,11 +34,3 @@ def bge_siglip_vectorizer(bge_siglip_model_dir: Path):
     from ..vectorizer import shared_vectorizer
 
     return shared_vectorizer(bge_siglip_model_dir, device="cpu")
-
-
-@pytest.fixture(scope="session")
-def bge_siglip_other_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A second tiny model (another seed, same sizes): another vector space, for the model-guard tests."""
-    from .tiny import make_tiny_model
-
-    return make_tiny_model(tmp_path_factory.mktemp("bge-siglip-tiny-other") / "model", seed=1)
