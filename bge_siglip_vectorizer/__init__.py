@@ -22,7 +22,15 @@ from .errors import (  # noqa: E402
     UnsupportedImageTypeError,
 )
 from .cli import Command  # noqa: E402
-from .ids import ID_NAMESPACE, content_id  # noqa: E402
+from .bulk import (  # noqa: E402
+    IngestBatch,
+    IngestResult,
+    OnError,
+    ingest,
+    ingest_items,
+    provenance,
+)
+from .ids import ID_NAMESPACE, Modality, content_id  # noqa: E402
 from .inputs import ImageLimits, decode_base64, list_image_files, load_base64_image, validate_text  # noqa: E402
 from .options import add_options, check_options, option, options_from_args, vector_option_names  # noqa: E402
 from .preprocess import PatchedImage  # noqa: E402
@@ -47,7 +55,14 @@ __all__ = [
     "shared_vectorizer",
     "PatchedImage",
     "ImagePreparer",
+    "ingest",
+    "ingest_items",
+    "IngestBatch",
+    "IngestResult",
+    "Modality",
+    "OnError",
     "content_id",
+    "provenance",
     "ID_NAMESPACE",
     "SparseEmbedding",
     "TextEncodings",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -97,3 +99,15 @@ def photo_image(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Im
     if mode == "P":
         return image.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
     return image.convert(mode)
+
+
+def sample_image_files(folder: "str | os.PathLike", n: int, seed: int = 0) -> list[Path]:
+    """``n`` distinct image files in ``folder`` (created), alternating JPEG and PNG, of growing widths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"img{i:02d}.{'png' if i % 2 else 'jpg'}"
+        sample_image(48 + 8 * i, 40, "RGB", seed=seed + i).save(path)
+        paths.append(path)
+    return paths

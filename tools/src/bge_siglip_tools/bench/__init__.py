@@ -31,7 +31,7 @@ __all__ = ["add_arguments", "run", "main", "NAMES", "DESCRIPTION"]
 DESCRIPTION = """\
 Benchmarks: our path vs the path a user would otherwise take, in the same run on the same machine; ratios.
   1 preprocess  NaFlex preprocessing vs transformers' Siglip2 image processor (target >= 3x)
-  2 ingest      files -> Chroma / Qdrant through the adapters vs the pure forward (>= 0.9x)
+  2 ingest      files -> Chroma / Qdrant / Milvus / LanceDB through the adapters vs the pure forward (>= 0.9x)
   3 server      Weaviate inference server, batching vs one request at a time, 32 clients (>= 2.5x)
   4 per-item    one forward per item (Chroma's OpenCLIP pattern) vs batched encode_images
   5 onnx        ONNX Runtime fp32 / int8 vs torch (int8 >= 1.5x at cosine >= 0.99)
