@@ -19,6 +19,9 @@ Hybrid search (BGE-M3's dense + sparse + multi-vector text outputs, images dense
 ``AsyncBGESigLIPQdrant`` is the same for ``AsyncQdrantClient`` (encoding in a worker thread).
 """
 
+# Point ids and provenance payloads are the core's, re-exported where this package has always offered them.
+from bge_siglip_vectorizer import ID_NAMESPACE, content_id, provenance
+
 from .client import (
     DEFAULT_MODEL_NAME,
     HYBRID_VECTORS,
@@ -29,7 +32,6 @@ from .client import (
     BGESigLIPQdrant,
     IngestResult,
 )
-from .ingest import ID_NAMESPACE, content_id, provenance
 
 __version__ = "0.1.0"
 

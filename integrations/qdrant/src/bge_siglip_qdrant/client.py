@@ -24,29 +24,29 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import sys
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
-from tqdm.auto import tqdm
 
 from bge_siglip_vectorizer import (
     MODEL_NAME,
-    InvalidInputError,
+    IngestBatch,
+    IngestResult,
+    Modality,
     MissingHeadError,
     ModelMismatchError,
+    OnError,
     Vectorizer,
     VectorizerOptions,
-    list_image_files,
+    ingest,
+    ingest_items,
     model_reference,
     shared_vectorizer,
     validate_text,
 )
 
 from ._resolve import Granularity, Resolution, as_vector
-from .ingest import Modality, content_id, provenance
 
 __all__ = ["AsyncBGESigLIPQdrant", "BGESigLIPQdrant", "DEFAULT_MODEL_NAME", "HYBRID_VECTORS", "IngestResult",
            "METADATA_KEY", "MULTIVECTOR_MODEL_NAME", "SPARSE_MODEL_NAME"]
@@ -68,25 +68,6 @@ HYBRID_VECTORS: dict[str, str] = {"dense": "dense", "sparse": "sparse", "multive
 _WRITE_FLOATS = 1 << 20
 # The core's options are this client's keyword options too (derived: a field the core adds is accepted here).
 _OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(VectorizerOptions))
-
-OnError = Literal["raise", "skip"]
-
-
-@dataclass
-class IngestResult:
-    """What ``add_images`` / ``add_texts`` wrote.
-
-    ``ids`` is aligned with the input list (``None`` where an item was skipped); ``skipped`` holds the typed error of
-    each skipped item (``error.index`` is its position in the input list).
-    """
-
-    ids: list[str | int | None] = field(default_factory=list)
-    skipped: list[InvalidInputError] = field(default_factory=list)
-
-    @property
-    def written(self) -> int:
-        return sum(point_id is not None for point_id in self.ids)
-
 
 class _BGESigLIP:
     """What the sync and async clients share: the model, finding our objects, the model record, hybrid queries,
@@ -347,110 +328,40 @@ class _BGESigLIP:
             return [("dense", layout["dense"])]
         return list(layout.items())
 
-    def _ingest_plan(self, items: Any, modality: Modality, targets: list[tuple[Granularity, str | None]],
-                     payloads: Sequence[dict[str, Any] | None] | None, ids: Sequence[str | int] | None,
-                     chunk_size: int, on_error: OnError, show_progress: bool | None,
-                     result: IngestResult) -> Iterator[list[models.PointStruct]]:
-        """Yields the groups of points to write, in order; the caller writes each (sync or awaited).
+    def _run_ingest(self, items: list[Any], modality: Modality, targets: list[tuple[Granularity, str | None]],
+                    upsert: Callable[[list[models.PointStruct]], None],
+                    payloads: Sequence[dict[str, Any] | None] | None, ids: Sequence[str | int] | None,
+                    chunk_size: int, on_error: OnError, show_progress: bool | None) -> IngestResult:
+        """The core's bulk ingest (ids, provenance, chunks, ``on_error``), each chunk upserted in write groups of at
+        most ``_WRITE_FLOATS`` floats, so multi-vectors (``tokens x dim`` per text) never turn a whole chunk into
+        python lists at once."""
+        granularities = {g for g, _ in targets}
 
-        ``on_error="raise"``: a bad item anywhere writes nothing. Texts are validated (the core's
-        ``validate_text``) before the first chunk is encoded, then written chunk by chunk; images are all encoded
-        before the first write (only decoding tells a bad image), keeping their float32 arrays (``dim`` x 4 bytes
-        each). ``on_error="skip"``: bad items never raise, so chunks are written as they are encoded. Points are
-        built per write group of at most ``_WRITE_FLOATS`` floats, so multi-vectors (``tokens x dim`` per text)
-        never turn a whole chunk into python lists at once.
-        """
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-        for name, values in (("payloads", payloads), ("ids", ids)):
-            if values is not None and len(values) != len(items):
-                raise ValueError(f"{name} has {len(values)} entries for {len(items)} {modality}s")
-        result.ids = [None] * len(items)
-        stream = on_error == "skip" or modality == "text"
-        if modality == "text" and on_error == "raise":
-            for i, item in enumerate(items):
-                validate_text(item, i)
-        granularities = [g for g, _ in targets]
-        show = show_progress if show_progress is not None else (len(items) > chunk_size and sys.stderr.isatty())
-        pending: list[tuple[list[int], dict[str, list[Any]]]] = []
-        with tqdm(total=len(items), unit=modality, desc=f"adding {modality}s", disable=not show) as bar:
-            for start in range(0, len(items), chunk_size):
-                positions = list(range(start, min(start + chunk_size, len(items))))
-                encoded = self._encode_chunk(items, positions, modality, granularities, on_error, result.skipped,
-                                             show_progress)
-                bar.update(len(positions))
-                if stream:
-                    yield from self._point_groups(items, modality, targets, payloads, ids, result, *encoded)
-                else:
-                    pending.append(encoded)
-        for encoded in pending:
-            yield from self._point_groups(items, modality, targets, payloads, ids, result, *encoded)
+        def write(batch: IngestBatch) -> None:
+            for points in _point_groups(batch, targets):
+                upsert(points)
 
-    @staticmethod
-    def _point_groups(items: list[Any], modality: Modality, targets: list[tuple[Granularity, str | None]],
-                      payloads: Sequence[dict[str, Any] | None] | None, ids: Sequence[str | int] | None,
-                      result: IngestResult, kept: list[int],
-                      columns: dict[str, list[Any]]) -> Iterator[list[models.PointStruct]]:
-        group: list[models.PointStruct] = []
-        floats = 0
-        for row, i in enumerate(kept):
-            point_id = ids[i] if ids is not None else content_id(items[i], modality)
-            extra = (payloads[i] if payloads is not None else None) or {}
-            if targets[0][1] is None:
-                vector: Any = as_vector("dense", columns["dense"][row])
-            else:
-                vector = {name: as_vector(g, columns[g][row]) for g, name in targets}
-            group.append(models.PointStruct(id=point_id, vector=vector, payload={**provenance(items[i], modality),
-                                                                                 **extra}))
-            result.ids[i] = point_id
-            floats += sum(_floats(g, columns[g][row]) for g, _ in targets)
-            if floats >= _WRITE_FLOATS:
-                yield group
-                group, floats = [], 0
-        if group:
+        return ingest(self.vectorizer, items, modality, write, ids=ids, payloads=payloads, chunk_size=chunk_size,
+                      batch_size=self.batch_size, on_error=on_error, show_progress=show_progress,
+                      sparse="sparse" in granularities, multivector="multivector" in granularities)
+
+
+def _point_groups(batch: IngestBatch, targets: list[tuple[Granularity, str | None]]) -> Iterator[list[models.PointStruct]]:
+    columns = {"dense": batch.vectors, "sparse": batch.sparse, "multivector": batch.multivector}
+    group: list[models.PointStruct] = []
+    floats = 0
+    for row, point_id in enumerate(batch.ids):
+        if targets[0][1] is None:
+            vector: Any = as_vector("dense", columns["dense"][row])
+        else:
+            vector = {name: as_vector(g, columns[g][row]) for g, name in targets}
+        group.append(models.PointStruct(id=point_id, vector=vector, payload=batch.payloads[row]))
+        floats += sum(_floats(g, columns[g][row]) for g, _ in targets)
+        if floats >= _WRITE_FLOATS:
             yield group
-
-    def _encode_chunk(self, items: list[Any], positions: list[int], modality: Modality,
-                      granularities: list[Granularity], on_error: OnError, skipped: list[InvalidInputError],
-                      show_progress: bool | None) -> tuple[list[int], dict[str, list[Any]]]:
-        """Encode ``items[positions]``; returns the kept positions and, per granularity, their values in that
-        order. Errors name the input index."""
-        def encode(batch: list[Any]) -> dict[str, list[Any]]:
-            if modality == "image":
-                return {"dense": list(self.vectorizer.encode_images(batch, batch_size=self.batch_size,
-                                                                    show_progress=show_progress))}
-            # One forward per batch for every granularity the collection holds.
-            encodings = self.vectorizer.encode_texts_all(batch, self.batch_size, show_progress,
-                                                         sparse="sparse" in granularities,
-                                                         multivector="multivector" in granularities)
-            return {g: list(getattr(encodings, g)) for g in granularities}
-
-        kept: list[int] = []
-        columns: dict[str, list[Any]] = {g: [] for g in granularities}
-        segments = [positions]
-        while segments:
-            segment = segments.pop(0)
-            if not segment:
-                continue
-            try:
-                part = encode([items[i] for i in segment])
-            except InvalidInputError as exc:
-                if exc.index is None or not 0 <= exc.index < len(segment):
-                    raise
-                error = exc.at(segment[exc.index])  # position in the caller's list, not in this chunk
-                if on_error == "raise":
-                    raise error from None
-                skipped.append(error)
-                # The core reports the first bad item in order, so the items before it are fine: encode them and
-                # go on after it (each good item is encoded about once, however many bad ones there are).
-                segments[:0] = [segment[: exc.index], segment[exc.index + 1 :]]
-                continue
-            kept.extend(segment)
-            for g in granularities:
-                columns[g].extend(part[g])
-        return kept, columns
+            group, floats = [], 0
+    if group:
+        yield group
 
 
 def _record_fingerprints(record: dict[str, Any]) -> dict[str, Any]:
@@ -460,22 +371,6 @@ def _record_fingerprints(record: dict[str, Any]) -> dict[str, Any]:
 
 def _floats(granularity: Granularity, value: Any) -> int:
     return 2 * len(value) if granularity == "sparse" else int(value.size)
-
-
-def _image_items(images: str | os.PathLike | Iterable[Any]) -> list[Any]:
-    if isinstance(images, (str, os.PathLike)):
-        if not os.path.isdir(images):
-            raise InvalidInputError(
-                f"expected a folder or a list of images, got {os.fspath(images)!r}; wrap a single image in a list"
-            )
-        return list_image_files(images)
-    return list(images)
-
-
-def _text_items(texts: Iterable[str]) -> list[str]:
-    if isinstance(texts, str):
-        raise InvalidInputError("expected a list of texts, got a single str; wrap it in a list")
-    return list(texts)
 
 
 _CLIENT_DOC = """
@@ -632,8 +527,8 @@ class BGESigLIPQdrant(_BGESigLIP, QdrantClient):
         Vectors: the one named ``vector_name``; else in a hybrid collection the ``"dense"`` one (images have no
         sparse or multi-vector); else the unnamed one.
         """
-        return self._ingest(collection_name, _image_items(images), "image", payloads, ids, vector_name, chunk_size,
-                            on_error, show_progress, wait)
+        return self._ingest(collection_name, ingest_items(images, "image"), "image", payloads, ids, vector_name,
+                            chunk_size, on_error, show_progress, wait)
 
     def add_texts(self, collection_name: str, texts: Iterable[str], *,
                   payloads: Sequence[dict[str, Any] | None] | None = None, ids: Sequence[str | int] | None = None,
@@ -644,19 +539,18 @@ class BGESigLIPQdrant(_BGESigLIP, QdrantClient):
         In a hybrid collection (and no ``vector_name``) every vector it has is filled: dense, sparse and, where
         made, multi-vector, from one forward pass per batch. Texts are validated before the first write, then
         written chunk by chunk (memory stays bounded by a chunk with multi-vectors too)."""
-        return self._ingest(collection_name, _text_items(texts), "text", payloads, ids, vector_name, chunk_size,
-                            on_error, show_progress, wait)
+        return self._ingest(collection_name, ingest_items(texts, "text"), "text", payloads, ids, vector_name,
+                            chunk_size, on_error, show_progress, wait)
 
     def _ingest(self, collection_name: str, items: list[Any], modality: Modality,
                 payloads: Sequence[dict[str, Any] | None] | None, ids: Sequence[str | int] | None,
                 vector_name: str | None, *args: Any) -> IngestResult:
-        *plan_args, wait = args
+        *ingest_args, wait = args
         self.check_model(collection_name)
-        result = IngestResult()
-        targets = self._targets(collection_name, modality, vector_name)
-        for points in self._ingest_plan(items, modality, targets, payloads, ids, *plan_args, result):
-            super().upsert(collection_name, points=points, wait=wait)
-        return result
+        upsert = super().upsert
+        return self._run_ingest(items, modality, self._targets(collection_name, modality, vector_name),
+                                lambda points: upsert(collection_name, points=points, wait=wait), payloads, ids,
+                                *ingest_args)
 
 
 class AsyncBGESigLIPQdrant(_BGESigLIP, AsyncQdrantClient):
@@ -783,7 +677,7 @@ class AsyncBGESigLIPQdrant(_BGESigLIP, AsyncQdrantClient):
                          chunk_size: int = 256, on_error: OnError = "raise", show_progress: bool | None = None,
                          wait: bool = True) -> IngestResult:
         """:meth:`BGESigLIPQdrant.add_images`, awaited; listing and encoding run in a worker thread."""
-        items = await asyncio.to_thread(_image_items, images)
+        items = await asyncio.to_thread(ingest_items, images, "image")
         return await self._ingest(collection_name, items, "image", payloads, ids, vector_name, chunk_size,
                                   on_error, show_progress, wait)
 
@@ -793,18 +687,21 @@ class AsyncBGESigLIPQdrant(_BGESigLIP, AsyncQdrantClient):
                         chunk_size: int = 256, on_error: OnError = "raise", show_progress: bool | None = None,
                         wait: bool = True) -> IngestResult:
         """:meth:`BGESigLIPQdrant.add_texts`, awaited; encoding runs in a worker thread."""
-        return await self._ingest(collection_name, _text_items(texts), "text", payloads, ids, vector_name,
+        return await self._ingest(collection_name, ingest_items(texts, "text"), "text", payloads, ids, vector_name,
                                   chunk_size, on_error, show_progress, wait)
 
     async def _ingest(self, collection_name: str, items: list[Any], modality: Modality,
                       payloads: Sequence[dict[str, Any] | None] | None, ids: Sequence[str | int] | None,
                       vector_name: str | None, *args: Any) -> IngestResult:
-        *plan_args, wait = args
+        *ingest_args, wait = args
         await self.check_model(collection_name)
-        result = IngestResult()
+        loop = asyncio.get_running_loop()
+        upsert = super().upsert
+
+        def write(points: list[models.PointStruct]) -> None:
+            # The ingest runs in a worker thread (encoding off the loop); each write is awaited on the loop.
+            asyncio.run_coroutine_threadsafe(upsert(collection_name, points=points, wait=wait), loop).result()
+
         targets = self._targets(collection_name, modality, vector_name)
-        plan = self._ingest_plan(items, modality, targets, payloads, ids, *plan_args, result)
-        done = object()
-        while (points := await asyncio.to_thread(next, plan, done)) is not done:
-            await super().upsert(collection_name, points=points, wait=wait)
-        return result
+        return await asyncio.to_thread(self._run_ingest, items, modality, targets, write, payloads, ids,
+                                       *ingest_args)
