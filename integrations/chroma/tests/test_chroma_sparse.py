@@ -19,6 +19,7 @@ import warnings
 import chromadb
 import numpy as np
 import pytest
+from chromadb.api.shared_system_client import SharedSystemClient
 from chromadb.api.types import SPARSE_VECTOR_INDEX_NAME, Schema, validate_sparse_embedding_function
 from chromadb.base_types import SparseVector
 from chromadb.execution.expression import Search
@@ -173,7 +174,7 @@ def test_the_guard_leaves_other_sparse_functions_to_chroma(sparse):
     assert type(function).__name__ == "ChromaBm25EmbeddingFunction"
 
 
-def test_the_client_side_of_chroma_clouds_path_uses_the_function(sparse, bge_siglip_model_dir, chroma_settings):
+def test_the_client_side_of_chroma_clouds_path_uses_the_function(sparse, bge_siglip_model_dir, ephemeral_server):
     """What a client does with a collection whose stored schema has our sparse index, before it sends anything:
     ``add`` prepares the request (the documents' sparse vectors under ``KEY`` in the metadata) and ``search`` embeds
     the string ``Knn`` of that key; both call the function rebuilt from the schema. The collection model is the one
@@ -189,8 +190,7 @@ def test_the_client_side_of_chroma_clouds_path_uses_the_function(sparse, bge_sig
     stored = json.loads(json.dumps(schema_with(BGESigLIPSparseEmbeddingFunction.from_dense(ef)).serialize_to_json()))
     model = CollectionModel(id=uuid_module.uuid4(), name="shop", configuration_json={}, serialized_schema=stored,
                             metadata=None, dimension=None, tenant="default_tenant", database="default_database")
-    shop = Collection(client=chromadb.EphemeralClient(settings=chroma_settings())._server, model=model,
-                      embedding_function=ef)
+    shop = Collection(client=ephemeral_server, model=model, embedding_function=ef)
     request = shop._validate_and_prepare_add_request(ids=["a", "b"], embeddings=None, metadatas=None,
                                                      documents=TEXTS[1:3], images=None, uris=None)
     assert [as_pairs([m[KEY]]) for m in request["metadatas"]] == [as_pairs([v]) for v in sparse(TEXTS[1:3])]
@@ -200,6 +200,13 @@ def test_the_client_side_of_chroma_clouds_path_uses_the_function(sparse, bge_sig
     # What goes on the wire: our sparse query vector for the sparse key, our dense one for the embedding.
     assert knns[KEY] == {"#type": "sparse_vector", "indices": query.indices, "values": query.values}
     np.testing.assert_allclose(knns["#embedding"], ef.embed_query([CODE])[0], atol=1e-6)
+
+
+@pytest.fixture
+def ephemeral_server(chroma_settings):
+    # Chroma keeps one ephemeral system per process and refuses other settings later: release it afterwards.
+    yield chromadb.EphemeralClient(settings=chroma_settings())._server
+    SharedSystemClient.clear_system_cache()
 
 
 def _knns(expression):
