@@ -194,3 +194,54 @@ def test_stores_of_another_model_are_refused(ray_session, image_dir, bge_siglip_
     with pytest.raises(ModelMismatchError):
         ingest(source, f"qdrant:{tmp_path / 'q'}#photos", bge_siglip_other_model_dir, ray="local", device="cpu")
     assert ingest(source, f"qdrant:{tmp_path / 'q'}#photos", bge_siglip_model_dir, device="cpu").count == 2
+
+
+class _Recorder:
+    """A writer that keeps what it is handed (the payload rules are the sinks' own; the stores are tested above)."""
+
+    wants_sparse = keeps_multivector = False
+
+    def __init__(self) -> None:
+        self.batches = []
+
+    def check(self, item, modality) -> None:
+        if modality == "text" and len(item) > 20:
+            from bge_siglip_vectorizer import InvalidTextError
+
+            raise InvalidTextError("too long for this store")
+
+    def upsert(self, batch, types) -> None:
+        self.batches.append(batch)
+
+
+def test_rows_become_batches_with_the_adapters_provenance(bge_siglip_vectorizer, image_dir):
+    import pyarrow as pa
+
+    from bge_siglip_ray.sinks import write_table
+
+    here = str(sorted(image_dir.glob("*.png"))[0])
+    elsewhere = "/mnt/cluster-only/photo.jpg"  # a path only the workers see: kept under the row's own column name
+    texts = ["ein Hund", "z" * 30]
+    vectors = np.concatenate([bge_siglip_vectorizer.encode_images([here, here]),
+                              bge_siglip_vectorizer.encode_texts(texts), np.zeros((1, bge_siglip_vectorizer.dim))])
+    table = pa.table({
+        "image": [here, elsewhere, None, None, "broken.jpg"],
+        "caption": ["a photo", None, texts[0], texts[1], None],
+        "sku": [1, 2, 3, 4, 5],
+        "bytes": [b"raw", None, None, None, None],
+        "embedding": list(vectors.astype(np.float32)),
+        "id": ["i1", "i2", "t1", "t2", None],
+        "error": [None, None, None, None, "InvalidImageError: image ('broken.jpg'): truncated"],
+    })
+    writer = _Recorder()
+    result = write_table(writer, table, RowColumns(image="image", text="caption"))
+    assert (result.written, result.failed) == (3, 2)
+    assert result.errors[0].startswith("InvalidTextError: text") and "too long for this store" in result.errors[0]
+    assert result.errors[1].startswith("InvalidImageError")
+    images, texts_batch = writer.batches
+    assert (images.modality, images.ids) == ("image", ["i1", "i2"])
+    assert (texts_batch.modality, texts_batch.ids) == ("text", ["t1"])
+    assert images.payloads == [{"modality": "image", "source": here, "caption": "a photo", "sku": 1},
+                               {"modality": "image", "image": elsewhere, "sku": 2}]
+    assert texts_batch.payloads == [{"modality": "text", "text": texts[0], "sku": 3}]
+    np.testing.assert_array_equal(texts_batch.vectors, vectors[2:3].astype(np.float32))

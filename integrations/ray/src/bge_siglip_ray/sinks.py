@@ -430,7 +430,7 @@ def write_table(writer: Writer, table: pa.Table, columns: RowColumns = RowColumn
     if not writer.keeps_multivector:
         special.add(columns.multivector)
     payload_names = [c for c in names if c not in special]
-    types = {c: table.schema.field(c).type for c in payload_names}
+    types = {field.name: field.type for field in table.schema}
     rows = table.select(payload_names).to_pylist()
     vectors = table.column(columns.vector)
     ids = table.column(columns.id).to_pylist()
@@ -442,15 +442,24 @@ def write_table(writer: Writer, table: pa.Table, columns: RowColumns = RowColumn
         kept = vectors.take(pa.array(keep, type=pa.int64()))
         flat = kept.combine_chunks() if isinstance(kept, pa.ChunkedArray) else kept
         matrix = np.asarray(flat.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(keep), -1)
-        payloads = [{**provenance(items[i], modality),
-                     **{k: v for k, v in rows[i].items() if v is not None and not isinstance(v, bytes)
-                        and not (modality == "text" and k == columns.text)}} for i in keep]
+        payloads = [_payload(items[i], modality, rows[i], columns) for i in keep]
         lexical = [sparse_from_arrow(sparse[i]) for i in keep] if sparse is not None and modality == "text" else None
         writer.upsert(IngestBatch(modality=modality, positions=keep, items=[items[i] for i in keep],
                                   ids=[ids[i] for i in keep], vectors=matrix, payloads=payloads, sparse=lexical),
                       types)
         result.written += len(keep)
     return result
+
+
+def _payload(item: Any, modality: Modality, row: dict[str, Any], columns: RowColumns) -> dict[str, Any]:
+    payload = provenance(item, modality)
+    if modality == "image" and "source" not in payload and _name(item) is not None:
+        # A path the writer's machine does not see (provenance records only paths that exist here, and URLs):
+        # kept under its own column name, as the row had it.
+        payload[columns.image] = item  # type: ignore[index]
+    own = {k: v for k, v in row.items() if v is not None and not isinstance(v, bytes)
+           and not (modality == "text" and k == columns.text)}  # a text row's text is the payload's "text"
+    return {**payload, **own}
 
 
 def _name(item: Any) -> str | None:
