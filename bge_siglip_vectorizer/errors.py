@@ -73,6 +73,11 @@ class InvalidInputError(BGESigLIPError, ValueError):
             where += f" ({_shorten(self.source)!r})"
         return f"{where}: {self.reason}"
 
+    def __reduce__(self) -> tuple:
+        # Picklable with its fields (Ray and multiprocessing ship errors between processes): the default would call
+        # __init__ with the formatted message as the reason and lose nothing but the message's shape.
+        return _rebuild, (type(self), (self.reason,), {"index": self.index, "source": self.source})
+
     def at(self, index: int | None, where: str | None = None) -> "InvalidInputError":
         """The same error re-addressed to the caller's ``index`` (adapters map sub-lists back to the user's list),
         optionally naming the field it came from, e.g. ``where="points[2].vector['image']"``."""
@@ -115,9 +120,19 @@ class ModelMismatchError(BGESigLIPError, ValueError):
         self.where = where
         self.stored = stored
         self.given = given
+        self.hint = hint
         message = (f"{where} holds vectors of model {stored[:12]}, not of this model ({given[:12]}); "
                    "embed into a new collection, or use the model it was made with")
         super().__init__(message + (f"; {hint}" if hint else ""))
+
+    def __reduce__(self) -> tuple:
+        # Picklable (e.g. raised by a Ray actor that opens a store): the default calls __init__ with the message only.
+        return _rebuild, (type(self), (self.where, self.stored, self.given, self.hint), {})
+
+
+def _rebuild(cls: type, args: tuple, kwargs: dict) -> BGESigLIPError:
+    """Unpickles the errors whose ``__init__`` takes their fields (see their ``__reduce__``)."""
+    return cls(*args, **kwargs)
 
 
 class ModelLoadError(BGESigLIPError):

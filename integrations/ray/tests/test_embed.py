@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from bge_siglip_vectorizer import InvalidInputError, content_id
 from bge_siglip_vectorizer.testing.images import encode_image, sample_image
 
-from bge_siglip_ray import embed_dataset
+from bge_siglip_ray import embed_dataset, sparse_from_arrow
 
 TEXTS = ["a dog on a beach", "ein Hund am Strand", "un chien sur la plage", "猫", "x " * 50]
 
@@ -22,8 +23,11 @@ def _rows(ds) -> list[dict]:
 def test_image_bytes_vectors_equal_encode_images(ray_session, image_dir, bge_siglip_model_dir, bge_siglip_vectorizer):
     ds = ray_session.data.read_binary_files(str(image_dir), include_paths=True)
     out = embed_dataset(ds, bge_siglip_model_dir, image_column="bytes", id_column="id", batch_size=4,
-                        decode_batch_size=3, device="cpu")
+                        decode_batch_size=3, device="cpu").materialize()
     rows = {Path(r["path"]).name: r for r in _rows(out)}
+    # Decoding runs in tasks of its own (on every CPU), not fused into the model actors.
+    stats = out.stats()
+    assert "MapBatches(PrepareImages)" in stats and "PrepareImages)->MapBatches(Embed)" not in stats, stats
     files = sorted(image_dir.rglob("*.*"))
     assert set(rows) == {f.name for f in files}
     expected = bge_siglip_vectorizer.encode_images([str(f) for f in files], batch_size=4)
@@ -61,6 +65,28 @@ def test_paths_urls_and_texts_with_columns_passed_through(ray_session, image_dir
     np.testing.assert_allclose(out[200]["embedding"], images[0], atol=1e-6, rtol=0)
     assert out[200]["caption"] == "a caption stays a column"
     assert all(r["error"] is None for r in out.values())
+
+
+def test_sparse_and_multivector_columns_of_texts_come_from_the_same_forward(ray_session, image_dir,
+                                                                            bge_siglip_model_dir,
+                                                                            bge_siglip_vectorizer, caplog):
+    image = str(sorted(image_dir.glob("*.png"))[0])
+    rows = [{"image": None, "text": t, "n": i} for i, t in enumerate(TEXTS)] + [{"image": image, "text": None, "n": 9}]
+    with caplog.at_level(logging.DEBUG):
+        out = {r["n"]: r for r in _rows(embed_dataset(
+            ray_session.data.from_items(rows, override_num_blocks=2), bge_siglip_model_dir, image_column="image",
+            text_column="text", sparse_column="sparse", multivector_column="colbert", batch_size=2, device="cpu"))}
+    expected = bge_siglip_vectorizer.encode_texts_all(TEXTS)
+    for i in range(len(TEXTS)):
+        np.testing.assert_allclose(out[i]["embedding"], expected.dense[i], atol=1e-6, rtol=0)
+        weights = sparse_from_arrow(out[i]["sparse"])
+        assert weights.indices.tolist() == expected.sparse[i].indices.tolist()
+        np.testing.assert_allclose(weights.values, expected.sparse[i].values, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(np.asarray(out[i]["colbert"]), expected.multivector[i], atol=1e-6, rtol=0)
+    assert out[9]["sparse"] is None and out[9]["colbert"] is None and out[9]["embedding"] is not None
+    # The session is quiet: Ray Data's driver made no DEBUG/INFO records for pytest to capture (see conftest).
+    chatter = [r for r in caplog.records if r.name.startswith("ray.data") and r.levelno < logging.WARNING]
+    assert not chatter, chatter[:3]
 
 
 def test_a_corrupt_file_among_many_becomes_an_error_row(ray_session, image_dir, bge_siglip_model_dir, tmp_path,
@@ -118,3 +144,5 @@ def test_options_are_checked_on_the_driver_before_anything_runs(ray_session, bge
         embed_dataset(ds, bge_siglip_model_dir)
     with pytest.raises(ValueError, match="distinct"):
         embed_dataset(ds, bge_siglip_model_dir, text_column="text", output_column="text")
+    with pytest.raises(ValueError, match="give text_column too"):
+        embed_dataset(ds, bge_siglip_model_dir, image_column="text", sparse_column="sparse")

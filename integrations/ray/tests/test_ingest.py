@@ -4,7 +4,6 @@ a run killed with -9 and run again ends with exactly one point per item."""
 from __future__ import annotations
 
 import http.server
-import io
 import json
 import os
 import re
@@ -22,16 +21,6 @@ from bge_siglip_vectorizer import InvalidImageError, content_id
 from bge_siglip_vectorizer.testing.images import encode_image, sample_image
 
 from bge_siglip_ray import ingest, open_writer
-
-
-@pytest.fixture(scope="module")
-def photos(image_dir, tmp_path_factory) -> Path:
-    """The session's 12 photos plus one corrupt file."""
-    folder = tmp_path_factory.mktemp("ingest-photos")
-    for f in image_dir.rglob("*.*"):
-        (folder / f.name).write_bytes(f.read_bytes())
-    (folder / "broken.png").write_bytes(encode_image(sample_image(80, 80, seed=5), "PNG")[:200])
-    return folder
 
 
 def _points(path: Path, collection: str) -> dict[str, tuple[np.ndarray, dict]]:
@@ -54,15 +43,15 @@ def test_the_core_ids_are_the_qdrant_adapters(image_dir):
         assert content_id(item, modality) == qdrant_id(item, modality)
 
 
-def test_folder_into_qdrant_on_ray_equals_in_process_and_reruns_add_nothing(ray_session, photos, bge_siglip_model_dir,
+def test_folder_into_qdrant_on_ray_equals_in_process_and_a_rerun_adds_nothing(ray_session, photos,
+                                                                              bge_siglip_model_dir,
                                                                             bge_siglip_vectorizer, tmp_path):
     on_ray = ingest(photos, f"qdrant:{tmp_path / 'ray'}#photos", bge_siglip_model_dir, ray="local", batch_size=4,
                     device="cpu")
     assert (on_ray.rows, on_ray.written, on_ray.failed, on_ray.count) == (13, 12, 1, 12)
     assert len(on_ray.errors) == 1 and on_ray.errors[0].startswith("InvalidImageError") and "broken.png" in on_ray.errors[0]
-    again = ingest(photos, f"qdrant:{tmp_path / 'ray'}#photos", bge_siglip_model_dir, ray="local", batch_size=5,
-                   device="cpu")
-    assert (again.written, again.count) == (12, 12)  # overwritten by content id, not added
+    again = ingest(photos, f"qdrant:{tmp_path / 'ray'}#photos", bge_siglip_model_dir, batch_size=5, device="cpu")
+    assert (again.written, again.count) == (12, 12)  # in-process over the Ray run: overwritten by content id
     local = ingest(photos, f"qdrant:{tmp_path / 'local'}#photos", bge_siglip_model_dir, batch_size=3, device="cpu")
     assert (local.written, local.failed, local.count) == (12, 1, 12)
 
@@ -106,8 +95,10 @@ def test_raise_mode_stops_at_the_bad_item_with_its_typed_error(ray_session, phot
         ingest(photos, f"qdrant:{tmp_path / 'q'}#p", bge_siglip_model_dir, ray="local", on_error="raise", device="cpu")
     with pytest.raises(InvalidImageError, match="broken.png"):
         ingest(photos, f"qdrant:{tmp_path / 'q2'}#p", bge_siglip_model_dir, on_error="raise", device="cpu")
-    with pytest.raises(ValueError, match="bge-siglip-milvus"):
-        ingest(photos, f"milvus:{tmp_path / 'm.db'}#p", bge_siglip_model_dir)
+    with pytest.raises(ValueError, match="file ending in .db or a server URL"):
+        ingest(photos, f"milvus:{tmp_path / 'm'}#p", bge_siglip_model_dir)
+    with pytest.raises(ValueError, match="unknown store 'pinecone'"):
+        ingest(photos, "pinecone:x#p", bge_siglip_model_dir)
 
 
 class _StallingServer:
@@ -143,10 +134,12 @@ class _StallingServer:
         self.httpd.shutdown()
 
 
-def test_a_run_killed_with_sigkill_then_resumed_ends_with_exactly_n_points(ray_session, image_dir,
-                                                                           bge_siglip_model_dir, tmp_path):
-    """The killed run is the in-process ingest (a subprocess, killed by its pid mid-way); the resumed run is on
-    Ray, then in-process again: the same content ids make every re-run overwrite, never add."""
+def test_a_ray_run_killed_with_sigkill_then_resumed_ends_with_exactly_n_points(ray_session, image_dir,
+                                                                               bge_siglip_model_dir, tmp_path):
+    """``bge-siglip ingest --ray ADDRESS`` in a subprocess, a driver joining the session's Ray cluster, writes the
+    file rows as they are embedded while the URL rows hang; the driver is killed by its pid mid-way (Ray then ends
+    its job's actors, the writer's store lock with them), and the run is made again on Ray and in-process: the same
+    content ids make every re-run overwrite, never add. Its console shows our progress bar, not Ray Data's logs."""
     server = _StallingServer()
     try:
         files = sorted(image_dir.rglob("*.*"))[:8]
@@ -156,9 +149,10 @@ def test_a_run_killed_with_sigkill_then_resumed_ends_with_exactly_n_points(ray_s
         target = f"qdrant:{tmp_path / 'q'}#photos"
         server.stalled.set()  # the URL rows hang: the run is caught half-way, after the file rows were written
         # The test server is on loopback, which URL fetching refuses unless allowed.
+        address = ray_session.get_runtime_context().gcs_address
         command = [sys.executable, "-m", "bge_siglip_vectorizer", "ingest", str(source), "--into", target,
-                   "--model", str(bge_siglip_model_dir), "--batch-size", "4", "--url-timeout-s", "300", "--device", "cpu",
-                   "--allow-private-urls", "127.0.0.1", "--progress"]
+                   "--ray", address, "--model", str(bge_siglip_model_dir), "--batch-size", "4",
+                   "--url-timeout-s", "300", "--device", "cpu", "--allow-private-urls", "127.0.0.1", "--progress"]
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         seen = bytearray()
 
@@ -173,22 +167,25 @@ def test_a_run_killed_with_sigkill_then_resumed_ends_with_exactly_n_points(ray_s
         while time.monotonic() < deadline and process.poll() is None:
             counts = [int(n) for n in re.findall(rb"(\d+)/16 ", bytes(seen))]
             written = max(counts, default=0)
-            if written >= 4:
+            if written >= 8:  # both blocks of file rows
                 break
             time.sleep(0.2)
-        assert process.poll() is None, bytes(seen)[-3000:].decode(errors="replace")
-        assert 4 <= written < 16, bytes(seen)[-3000:].decode(errors="replace")
+        output = bytes(seen).decode(errors="replace")
+        assert process.poll() is None, output[-3000:]
+        assert 8 <= written < 16, output[-3000:]
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
         reader.join(timeout=10)
         server.stalled.clear()
+        for chatter in ("Execution plan", "Starting execution", "Operator Metrics", "Connected to Ray cluster"):
+            assert chatter not in output, output[-3000:]
 
         half = open_writer(target, str(bge_siglip_model_dir), {"device": "cpu"})  # waits for the dead run's lock
         try:
             partial = half.count()
         finally:
             half.close()
-        assert 4 <= partial < 16  # the kill left a partial store behind
+        assert 8 <= partial < 16  # the kill left a partial store behind: the Ray run wrote as it went
 
         loopback = ("127.0.0.1",)
         resumed = ingest(source, target, bge_siglip_model_dir, ray="local", batch_size=4, device="cpu",

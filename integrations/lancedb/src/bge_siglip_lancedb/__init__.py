@@ -16,7 +16,7 @@
 from bge_siglip_vectorizer import IngestResult, ModelMismatchError, content_id
 
 from .embeddings import NAME, BGESigLIPEmbeddings
-from .table import add_images, add_texts, create_table, schema, stored_fingerprints, table_function
+from .table import add_images, add_texts, create_table, schema, stored_fingerprints, table_function, write_batch
 
 __version__ = "0.1.0"
 
@@ -28,6 +28,7 @@ __all__ = [
     "add_images",
     "add_texts",
     "table_function",
+    "write_batch",
     "stored_fingerprints",
     "IngestResult",
     "ModelMismatchError",

@@ -141,22 +141,27 @@ def _add(
     show_progress: bool | None,
 ) -> IngestResult:
     function = table_function(table)
-    target = table.schema
+    columns = set(table.schema.names)
     for i, payload in enumerate(payloads or ()):
-        unknown = set(payload or ()) - set(target.names)
+        unknown = set(payload or ()) - columns
         if unknown:  # pyarrow would drop them silently
             raise ValueError(f"payloads[{i}] has keys {sorted(unknown)} that are not columns of table {table.name!r}")
 
-    def write(batch: IngestBatch) -> None:
-        rows = [{**payload, ID: item_id, VECTOR: vector}
-                for item_id, vector, payload in zip(batch.ids, batch.vectors, batch.payloads)]
-        # Vectors given: LanceDB does not call the function again. Upsert on id: re-ingest changes nothing.
-        data = pa.Table.from_pylist(rows, schema=target)
-        table.merge_insert(ID).when_matched_update_all().when_not_matched_insert_all().execute(data)
+    return ingest(function.vectorizer, items, modality, lambda batch: write_batch(table, batch), ids=ids,
+                  payloads=payloads, chunk_size=chunk_size, batch_size=function.batch_size, on_error=on_error,
+                  show_progress=show_progress, reserved=(ID, VECTOR))
 
-    return ingest(function.vectorizer, items, modality, write, ids=ids, payloads=payloads, chunk_size=chunk_size,
-                  batch_size=function.batch_size, on_error=on_error, show_progress=show_progress,
-                  reserved=(ID, VECTOR))
+
+def write_batch(table: "Table", batch: IngestBatch) -> None:
+    """Upsert one batch of the core's bulk ingest (:class:`~bge_siglip_vectorizer.IngestBatch`: ids, vectors,
+    provenance payloads) into ``table`` on ``id``: what :func:`add_images` / :func:`add_texts` write with, and
+    pipelines that compute the vectors elsewhere (bge-siglip-ray's sink). Payload keys must be columns of the table
+    (pyarrow would drop others silently); the table's model is not checked here (:func:`create_table` does)."""
+    rows = [{**payload, ID: item_id, VECTOR: vector}
+            for item_id, vector, payload in zip(batch.ids, batch.vectors, batch.payloads)]
+    # Vectors given: LanceDB does not call the function again. Upsert on id: re-ingest changes nothing.
+    data = pa.Table.from_pylist(rows, schema=table.schema)
+    table.merge_insert(ID).when_matched_update_all().when_not_matched_insert_all().execute(data)
 
 
 def _exists(db: "DBConnection", name: str) -> bool:

@@ -11,7 +11,7 @@ client's own API (``db.client.query``, ``delete``, ``drop_collection``, ...).
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from pymilvus import AnnSearchRequest, CollectionSchema, DataType, MilvusClient, RRFRanker, WeightedRanker
 from pymilvus.milvus_client import IndexParams
@@ -250,17 +250,27 @@ class BGESigLIPMilvus:
         show_progress: bool | None,
     ) -> IngestResult:
         description = self._ready(collection_name)
-        limits = _varchar_limits(description)
         sparse = _has_sparse(description)
         if sparse and modality == "image":
             raise ValueError(
                 f"collection {collection_name!r} has a sparse field, which image rows cannot fill (pymilvus 3.0 / "
                 "milvus-lite 3.2 write no null vectors); keep images in a collection created without sparse=True"
             )
+        ef = self.embedding_function
+        return ingest(ef.vectorizer, items, modality, lambda batch: self.write_batch(collection_name, batch),
+                      ids=ids, payloads=payloads, chunk_size=chunk_size, batch_size=ef.batch_size, on_error=on_error,
+                      show_progress=show_progress, check=self.item_check(description, modality),
+                      reserved=(ID_FIELD, VECTOR_FIELD, SPARSE_FIELD), sparse=sparse)
+
+    def item_check(self, description: dict[str, Any], modality: Modality) -> Callable[[Any, int], None]:
+        """``check(item, position)`` for the collection ``description`` (:meth:`check_collection`): an
+        :class:`~bge_siglip_vectorizer.InvalidInputError` for an item whose string does not fit its VARCHAR field.
+        Milvus refuses a whole upsert for one over-long string, so bulk ingest (and pipelines that compute vectors
+        elsewhere, e.g. bge-siglip-ray) refuse the item before anything is encoded or written."""
+        limits = _varchar_limits(description)
+        field, error = (TEXT_FIELD, InvalidTextError) if modality == "text" else (SOURCE_FIELD, InvalidImageError)
 
         def check(item: Any, position: int) -> None:
-            # Milvus refuses a whole upsert for one over-long string: refuse the item before anything is encoded.
-            field, error = (TEXT_FIELD, InvalidTextError) if modality == "text" else (SOURCE_FIELD, InvalidImageError)
             if modality == "text" and not isinstance(item, str):
                 return  # not a text at all: the core's validation names it
             value = item if modality == "text" else provenance(item, "image").get(SOURCE_FIELD, "")
@@ -269,19 +279,20 @@ class BGESigLIPMilvus:
                 raise error(f"{size:,} bytes do not fit the collection's {field!r} field "
                             f"(max_length {limits[field]:,})", index=position)
 
-        def write(batch: IngestBatch) -> None:
-            # Every declared field is written (None where absent): milvus-lite merges an upsert into the old row
-            # (Milvus servers replace it), so a row that changes kind must not keep its old source or text.
-            rows = [{SOURCE_FIELD: None, TEXT_FIELD: None, **payload, ID_FIELD: item_id, VECTOR_FIELD: vector}
-                    for item_id, vector, payload in zip(batch.ids, batch.vectors, batch.payloads)]
-            for row, weights in zip(rows, batch.sparse or ()):
-                row[SPARSE_FIELD] = weights.to_dict()
-            self.client.upsert(collection_name, data=rows)
+        return check
 
-        ef = self.embedding_function
-        return ingest(ef.vectorizer, items, modality, write, ids=ids, payloads=payloads, chunk_size=chunk_size,
-                      batch_size=ef.batch_size, on_error=on_error, show_progress=show_progress, check=check,
-                      reserved=(ID_FIELD, VECTOR_FIELD, SPARSE_FIELD), sparse=sparse)
+    def write_batch(self, collection_name: str, batch: IngestBatch) -> None:
+        """Upsert one batch of the core's bulk ingest (:class:`~bge_siglip_vectorizer.IngestBatch`: ids, vectors,
+        provenance payloads, and sparse weights for a collection with a sparse field) as rows of :meth:`schema`.
+        What :meth:`add_images` / :meth:`add_texts` write with, and pipelines that compute the vectors elsewhere
+        (bge-siglip-ray's sink); it does not check the collection's model (:meth:`check_collection` does)."""
+        # Every declared field is written (None where absent): milvus-lite merges an upsert into the old row
+        # (Milvus servers replace it), so a row that changes kind must not keep its old source or text.
+        rows = [{SOURCE_FIELD: None, TEXT_FIELD: None, **payload, ID_FIELD: item_id, VECTOR_FIELD: vector}
+                for item_id, vector, payload in zip(batch.ids, batch.vectors, batch.payloads)]
+        for row, weights in zip(rows, batch.sparse or ()):
+            row[SPARSE_FIELD] = weights.to_dict()
+        self.client.upsert(collection_name, data=rows)
 
     # ------------------------------------------------------------------------------------------------ search
     def search(

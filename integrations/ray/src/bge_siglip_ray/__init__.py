@@ -1,12 +1,13 @@
 """BGE-SigLIP on Ray Data: the same vectors at any scale, into any of the stores.
 
     import ray
-    from bge_siglip_ray import QdrantDatasink, embed_dataset
+    from bge_siglip_ray import WRITE_TASK_ARGS, QdrantDatasink, embed_dataset
 
     ds = ray.data.read_binary_files("photos/", include_paths=True)         # columns: bytes, path
     ds = embed_dataset(ds, "my-model", image_column="bytes", id_column="id",
                        concurrency=4, num_gpus=1, batch_size=64)           # + embedding, error, id
-    ds.write_datasink(QdrantDatasink("photos", "my-model", url="http://localhost:6333"))
+    ds.write_datasink(QdrantDatasink("photos", "my-model", url="http://localhost:6333"),
+                      ray_remote_args=WRITE_TASK_ARGS)
 
 ``bge-siglip ingest SOURCE --into TARGET [--ray [ADDRESS]]`` does the same from the command line. Names are loaded
 on first use, so ``bge-siglip --help`` does not import Ray.
@@ -25,6 +26,13 @@ _EXPORTS = {
     "StoreDatasink": "sinks",
     "QdrantDatasink": "sinks",
     "ChromaDatasink": "sinks",
+    "MilvusDatasink": "sinks",
+    "LanceDBDatasink": "sinks",
+    "MODEL_OPTIONS": "sinks",
+    "SPARSE_TYPE": "embed",
+    "multivector_type": "embed",
+    "sparse_from_arrow": "embed",
+    "quiet_ray_data": "quiet",
     "Target": "sinks",
     "WriteResult": "sinks",
     "WRITE_TASK_ARGS": "sinks",

@@ -6,7 +6,9 @@
 2. **Model**: an actor pool (``map_batches`` with a callable class, ``compute=ActorPoolStrategy``), one model load
    per actor, ``num_gpus`` each. Image rows go through ``Vectorizer.encode_prepared``, text rows through
    ``Vectorizer.encode_texts``: the same calls as in one process, so the vectors equal ``encode_images`` /
-   ``encode_texts`` of the same inputs.
+   ``encode_texts`` of the same inputs. With ``sparse_column`` / ``multivector_column``, text rows go through
+   ``Vectorizer.encode_texts_all`` instead: BGE-M3's lexical weights and ColBERT vectors from the same forward pass
+   as the dense vector.
 
 A bad item never fails the job (unless ``on_error="raise"``): its row keeps every column, gets a null vector and,
 in the ``error`` column, the typed error's name and message with the item's source (its path or URL, or the value of
@@ -20,7 +22,6 @@ import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -30,10 +31,14 @@ from bge_siglip_vectorizer import (
     ImagePreparer,
     InvalidImageError,
     InvalidInputError,
+    MissingHeadError,
     PatchedImage,
+    SparseEmbedding,
     Vectorizer,
     VectorizerOptions,
     content_id,
+    model_reference,
+    resolve_model_reference,
     validate_text,
 )
 
@@ -46,6 +51,22 @@ OnError = Literal["record", "raise"]
 _PATCHES = "__bge_siglip_patches"
 _GRID_H = "__bge_siglip_grid_h"
 _GRID_W = "__bge_siglip_grid_w"
+
+#: The Arrow type of a ``sparse_column``: one text's BGE-M3 lexical weights (token ids ascending, weights > 0), the
+#: fields of :class:`~bge_siglip_vectorizer.SparseEmbedding`.
+SPARSE_TYPE = pa.struct([("indices", pa.list_(pa.int64())), ("values", pa.list_(pa.float32()))])
+
+
+def multivector_type(dim: int) -> pa.DataType:
+    """The Arrow type of a ``multivector_column``: one text's ColBERT vectors, ``tokens - 1`` rows of ``dim``
+    (LanceDB's multi-vector column type)."""
+    return pa.list_(pa.list_(pa.float32(), dim))
+
+
+def sparse_from_arrow(value: dict[str, Any]) -> SparseEmbedding:
+    """A ``sparse_column`` value (``{"indices": [...], "values": [...]}``, as ``to_pylist`` gives it) as the core's
+    :class:`~bge_siglip_vectorizer.SparseEmbedding`."""
+    return SparseEmbedding(np.asarray(value["indices"], dtype=np.int64), np.asarray(value["values"], dtype=np.float32))
 
 
 @dataclass(frozen=True)
@@ -60,15 +81,20 @@ class Columns:
     id: str | None = None
     keep_image_bytes: bool = False
     on_error: OnError = "record"
+    sparse: str | None = None
+    multivector: str | None = None
 
     def __post_init__(self) -> None:
         if self.image is None and self.text is None:
             raise ValueError("give image_column and/or text_column")
         if self.on_error not in ("record", "raise"):
             raise ValueError(f"on_error must be 'record' or 'raise', got {self.on_error!r}")
-        names = [n for n in (self.output, self.error, self.id) if n is not None]
+        if (self.sparse is not None or self.multivector is not None) and self.text is None:
+            raise ValueError("sparse and multi-vector outputs are BGE-M3 text outputs: give text_column too")
+        names = [n for n in (self.output, self.error, self.id, self.sparse, self.multivector) if n is not None]
         if len(set(names)) < len(names) or set(names) & {self.image, self.text}:
-            raise ValueError(f"output, error and id columns must be new, distinct names (got {names})")
+            raise ValueError(f"output, error, id, sparse and multi-vector columns must be new, distinct names "
+                             f"(got {names})")
 
 
 def _source(table: pa.Table, columns: Columns, row: int, value: Any) -> str | None:
@@ -164,20 +190,27 @@ class PrepareImages:
 class Embed:
     """Stage 2, the model: one instance per Ray actor (``map_batches(Embed, compute=ActorPoolStrategy(...))``).
 
-    ``model`` and ``options`` are what ``Vectorizer.from_pretrained`` takes; the model is loaded once, in the
-    constructor. :meth:`with_vectorizer` wraps an already loaded one (the in-process ingest).
+    ``model`` (a :func:`~bge_siglip_vectorizer.model_reference`, resolved on the worker's machine) and ``options``
+    are what ``Vectorizer.from_pretrained`` takes; the model is loaded once, in the constructor, so a model without
+    the heads that ``sparse`` / ``multivector`` columns need fails the job when the actor starts, not mid-way.
+    :meth:`with_vectorizer` wraps an already loaded one (the in-process ingest).
     """
 
     def __init__(self, model: str, options: dict[str, Any], columns: Columns, batch_size: int) -> None:
-        self.vectorizer = Vectorizer.from_pretrained(model, **options)
-        self.columns = columns
-        self.batch_size = batch_size
+        self._setup(Vectorizer.from_pretrained(resolve_model_reference(model), **options), columns, batch_size)
 
     @classmethod
     def with_vectorizer(cls, vectorizer: Vectorizer, columns: Columns, batch_size: int) -> "Embed":
         self = cls.__new__(cls)
-        self.vectorizer, self.columns, self.batch_size = vectorizer, columns, batch_size
+        self._setup(vectorizer, columns, batch_size)
         return self
+
+    def _setup(self, vectorizer: Vectorizer, columns: Columns, batch_size: int) -> None:
+        self.vectorizer, self.columns, self.batch_size = vectorizer, columns, batch_size
+        for output, column in (("sparse", columns.sparse), ("multivector", columns.multivector)):
+            if column is not None and output not in vectorizer.text_outputs:
+                raise MissingHeadError(f"column {column!r} needs BGE-M3's {output} head, which the model "
+                                       f"{vectorizer.components.source} does not have (or its backend does not run)")
 
     def __call__(self, table: pa.Table) -> pa.Table:
         columns = self.columns
@@ -213,25 +246,54 @@ class Embed:
             text_rows.append(i)
             if columns.id is not None:
                 ids[i] = content_id(texts[i], "text")
+        lexical: list[dict[str, Any] | None] = [None] * n
+        colbert: list[np.ndarray | None] = [None] * n
         if text_rows:
-            vectors[text_rows] = self.vectorizer.encode_texts(
-                [texts[i] for i in text_rows], batch_size=self.batch_size, show_progress=False
-            )
+            batch = [texts[i] for i in text_rows]
+            if columns.sparse is None and columns.multivector is None:
+                vectors[text_rows] = self.vectorizer.encode_texts(batch, batch_size=self.batch_size,
+                                                                  show_progress=False)
+            else:  # one forward pass for the dense vector and the heads
+                outputs = self.vectorizer.encode_texts_all(batch, batch_size=self.batch_size, show_progress=False,
+                                                           sparse=columns.sparse is not None,
+                                                           multivector=columns.multivector is not None)
+                vectors[text_rows] = outputs.dense
+                for row, weights in zip(text_rows, outputs.sparse or ()):
+                    lexical[row] = {"indices": weights.indices, "values": weights.values}
+                for row, matrix in zip(text_rows, outputs.multivector or ()):
+                    colbert[row] = matrix
             has_vector[text_rows] = True
 
         flat = pa.array(vectors.reshape(-1), type=pa.float32())
         embedding = pa.FixedSizeListArray.from_arrays(flat, self.vectorizer.dim, mask=pa.array(~has_vector))
         table = table.drop_columns([c for c in (_PATCHES, _GRID_H, _GRID_W) if c in names])
         table = _set(table, columns.output, embedding)
+        if columns.sparse is not None:
+            table = _set(table, columns.sparse, pa.array(lexical, type=SPARSE_TYPE))
+        if columns.multivector is not None:
+            table = _set(table, columns.multivector, _multivector_array(colbert, self.vectorizer.multivector_dim))
         if columns.id is not None:
             table = _set(table, columns.id, pa.array(ids, type=pa.string()))
         return _set(table, columns.error, pa.array(errors, type=pa.string()))
 
 
-def _model_reference(model: str | os.PathLike) -> str:
-    # Workers may run in another directory than the driver: a local model directory travels as an absolute path.
-    path = Path(model).expanduser()
-    return str(path.resolve()) if path.exists() else os.fspath(model)
+def _multivector_array(matrices: list[np.ndarray | None], dim: int) -> pa.Array:
+    """Rows of ``(tokens, dim)`` float32 matrices (or None) as ``list<fixed_size_list<float32>[dim]>``, without a
+    Python object per float."""
+    lengths = np.array([0 if m is None else len(m) for m in matrices], dtype=np.int32)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    parts = [m.reshape(-1) for m in matrices if m is not None]
+    flat = np.concatenate(parts).astype(np.float32) if parts else np.empty(0, dtype=np.float32)
+    values = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float32()), dim)
+    return pa.ListArray.from_arrays(offsets, values, type=multivector_type(dim),
+                                    mask=pa.array([m is None for m in matrices]))
+
+
+#: Given to the decode stage's ``map_batches`` (``max_calls=0`` is Ray's default for CPU tasks: no limit), so its
+#: remote arguments differ from the model stage's: Ray Data fuses a task stage into a following actor stage with the
+#: same arguments, and the decoding would then run inside the model actors, one batch at a time, instead of on
+#: every CPU of the cluster.
+_UNFUSED = {"max_calls": 0}
 
 
 def _actor_pool(concurrency: int | tuple[int, int]):
@@ -254,6 +316,8 @@ def embed_dataset(
     on_error: OnError = "record",
     source_column: str | None = "path",
     id_column: str | None = None,
+    sparse_column: str | None = None,
+    multivector_column: str | None = None,
     keep_image_bytes: bool = False,
     batch_size: int = 32,
     concurrency: int | tuple[int, int] = 1,
@@ -269,7 +333,9 @@ def embed_dataset(
     Args:
         ds: any Ray Dataset, e.g. ``ray.data.read_binary_files(folder, include_paths=True)`` (columns ``bytes``,
             ``path``), or rows of paths / URLs / captions from ``read_parquet`` / ``read_json`` / ``from_items``.
-        model: a BGE-SigLIP model directory (reachable from every worker) or hub id.
+        model: a BGE-SigLIP model directory (reachable from every worker; one under ``$BGE_SIGLIP_MODEL_DIR``
+            travels as ``$BGE_SIGLIP_MODEL_DIR/<name>`` and is found under that variable on each worker, see
+            :func:`~bge_siglip_vectorizer.model_reference`) or hub id.
         image_column: the column of images: bytes, file paths, ``http(s)``/``file``/``data:`` URIs (anything
             ``Vectorizer.encode_images`` takes that Arrow can hold).
         text_column: the column of texts. With both columns, a row is embedded from its image when it has one and
@@ -281,11 +347,20 @@ def embed_dataset(
         source_column: a column naming each row's item in error messages (default ``path``, if the dataset has it).
         id_column: also write each row's content-derived id (:func:`bge_siglip_vectorizer.content_id` of the image's
             bytes / file, or of the text) here: the ids the sinks use, so re-runs overwrite instead of duplicating.
+        sparse_column: also write each text row's BGE-M3 lexical weights here (:data:`SPARSE_TYPE`:
+            ``{indices: list<int64>, values: list<float32>}``, as ``Vectorizer.encode_texts_sparse``); null on image
+            and error rows. Needs ``text_column`` and the model's sparse head. The Milvus sink writes it to a
+            collection's sparse field.
+        multivector_column: also write each text row's ColBERT vectors here (``list<fixed_size_list<float32>[d]>``,
+            :func:`multivector_type`, as ``Vectorizer.encode_texts_multivector``; LanceDB's multi-vector column
+            type). Both come from the same forward pass as the dense vector (``Vectorizer.encode_texts_all``).
         keep_image_bytes: keep a binary image column (by default it is dropped after decoding: the model stage and
             whatever follows get the small patches and the vector, not the photo). Path and URL columns always stay.
         batch_size: rows per model batch (and per forward pass). concurrency: model actors, ``n`` or ``(min, max)``
             for an autoscaling pool. num_gpus / num_cpus: per model actor.
-        decode_batch_size / decode_num_cpus: rows per decode task, CPUs reserved by each decode task.
+        decode_batch_size / decode_num_cpus: rows per decode task, CPUs reserved by each decode task. A decode
+            task's rows leave it together, when the last of them is decoded: keep it small (a few model batches at
+            most) where rows should reach the model and a sink as they go, e.g. when some items are slow URLs.
         actor_options: further ``map_batches`` arguments for the model stage (``runtime_env``, ``memory``,
             ``accelerator_type``, ...).
         **options: :class:`~bge_siglip_vectorizer.VectorizerOptions` (``device``, ``dtype``, ``backend``,
@@ -295,18 +370,16 @@ def embed_dataset(
     Every other column passes through unchanged.
     """
     columns = Columns(image_column, text_column, output_column, error_column, source_column, id_column,
-                      keep_image_bytes, on_error)
+                      keep_image_bytes, on_error, sparse_column, multivector_column)
     settings = VectorizerOptions(**options)  # a wrong name or value fails here, not in a thousand workers
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    reference = _model_reference(model)
+    # Workers may run in another directory, or on another machine, than the driver: the reference travels.
+    reference = model_reference(model)
     if image_column is not None:
-        preparer = ImagePreparer.from_pretrained(reference, **dataclasses.asdict(settings))
-        # max_retries (Ray's default for tasks, given explicitly) makes the remote args differ from the model
-        # stage's: Ray Data fuses a task stage into a following actor stage with equal args, and the decoding would
-        # then run inside the model actors, one batch at a time, instead of on every CPU of the cluster.
+        preparer = ImagePreparer.from_pretrained(resolve_model_reference(reference), **dataclasses.asdict(settings))
         ds = ds.map_batches(PrepareImages(preparer, columns), batch_format="pyarrow", batch_size=decode_batch_size,
-                            num_cpus=decode_num_cpus, max_retries=3)
+                            num_cpus=decode_num_cpus, **_UNFUSED)
     ds = ds.map_batches(
         Embed,
         fn_constructor_args=(reference, dataclasses.asdict(settings), columns, batch_size),

@@ -1,6 +1,7 @@
 """``bge-siglip ingest SOURCE --into TARGET``: files or rows of paths / URLs / captions into a vector store.
 
-The same stages run in both modes, so both give the same vectors, ids and payloads:
+The same stages run in both modes, so both give the same vectors, ids and payloads, and both write as they go
+(one upsert per batch; a run stopped mid-way leaves the batches written so far, and a re-run completes them):
 
 * in-process (default): decode + patchify a batch in the core's thread pool (the next batch decodes while the
   current one is in the model), encode, write through the adapter;
@@ -16,8 +17,10 @@ Ctrl-C) overwrites what was written and the store ends with one point per distin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import glob
+import logging
 import math
 import os
 import sys
@@ -43,6 +46,13 @@ if TYPE_CHECKING:
 IMAGE_COLUMNS = ("image", "path", "url", "uri", "file")
 TEXT_COLUMNS = ("text", "caption", "document")
 _TABLE_SUFFIXES = (".jsonl", ".ndjson", ".parquet")
+#: The columns --sparse and --multivector fill (and the stores read).
+SPARSE_COLUMN, MULTIVECTOR_COLUMN = "sparse", "multivector"
+#: The stores that hold each text output (see the sinks).
+_HOLDS = {"sparse": ("milvus",), "multivector": ("lancedb",)}
+#: On Ray the source is cut into blocks of one model batch each (so rows reach the model and the store as they are
+#: decoded: one decode task's rows leave it together), in at most this many blocks.
+MAX_BLOCKS = 10_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,7 +62,9 @@ class IngestOptions:
     source: str = option(help="a folder (searched recursively), a glob ('photos/**/*.jpg'), or a .jsonl / .parquet "
                               "file of rows with an image path/URL and/or a text")
     into: str = option(metavar="TARGET", help="the store: qdrant:PATH#collection, qdrant:http://HOST:6333#collection, "
-                                             "chroma:PATH#collection or chroma:http://HOST:8000#collection")
+                                             "chroma:PATH#collection, chroma:http://HOST:8000#collection, "
+                                             "milvus:FILE.db#collection, milvus:http://HOST:19530#collection or "
+                                             "lancedb:DIR#table")
     model: str = option(help="BGE-SigLIP model directory (or hub repo id)")
     ray: str | None = option(None, nargs="?", const="local", metavar="ADDRESS",
                              help="run on Ray: bare --ray starts one on this machine; --ray ADDRESS joins a cluster "
@@ -66,9 +78,15 @@ class IngestOptions:
     on_error: str = option("record", choices=("record", "raise"),
                            help="record: a bad item is left out and reported, the rest is written; raise: the first "
                                 "bad item stops the run")
+    sparse: bool = option(False, help="text rows also get BGE-M3's lexical weights, from the same forward pass; "
+                                       "Milvus only: a new collection gets a sparse field (and then holds texts only)")
+    multivector: bool = option(False, help="text rows also get BGE-M3's ColBERT vectors, from the same forward pass; "
+                                            "LanceDB only: a 'multivector' column (LanceDB's multi-vector type)")
     concurrency: int = option(1, min=1, help="with --ray: model actors")
     num_gpus: float = option(0.0, min=0, help="with --ray: GPUs per model actor")
     progress: bool | None = option(None, help="show a progress bar (default: only on a terminal)")
+    ray_logs: bool = option(False, help="with --ray: keep Ray Data's own console output (execution plans, its "
+                                         "progress bars, driver logs); by default only our progress bar shows")
 
     def __post_init__(self) -> None:
         from bge_siglip_vectorizer import check_options
@@ -144,9 +162,21 @@ def run_ingest(options: IngestOptions, model_options: VectorizerOptions | None =
     from .embed import Columns
     from .sinks import Target
 
-    Target.parse(options.into)  # a wrong target fails before any model loads
+    target = Target.parse(options.into)  # a wrong target fails before any model loads
+    for output, wanted in (("sparse", options.sparse), ("multivector", options.multivector)):
+        if wanted and target.scheme not in _HOLDS[output]:
+            raise BGESigLIPError(f"--{output}: {target.scheme} has no place for {output} vectors here "
+                                 f"(supported: {', '.join(_HOLDS[output])})")
     table, image_column, text_column = _source_table(options.source, options.image_column, options.text_column)
-    columns = Columns(image=image_column, text=text_column, source=None, id="id", on_error=options.on_error)  # type: ignore[arg-type]
+    if options.sparse and image_column is not None and table.column(image_column).null_count < table.num_rows:
+        raise BGESigLIPError("--sparse: a Milvus collection with a sparse field holds texts only, and this source "
+                             "has image rows (pymilvus writes no null vectors); ingest the images without --sparse")
+    if (options.sparse or options.multivector) and text_column is None:
+        raise BGESigLIPError(f"--sparse / --multivector are text outputs, and {options.source} has no text column")
+    columns = Columns(image=image_column, text=text_column, source=None, id="id",
+                      on_error=options.on_error,  # type: ignore[arg-type]
+                      sparse=SPARSE_COLUMN if options.sparse else None,
+                      multivector=MULTIVECTOR_COLUMN if options.multivector else None)
     settings = {k: v for k, v in dataclasses.asdict(model_options or VectorizerOptions()).items() if v is not None}
     show = options.progress if options.progress is not None else sys.stderr.isatty()
     if options.ray is None:
@@ -159,7 +189,7 @@ def run_ingest(options: IngestOptions, model_options: VectorizerOptions | None =
 def _row_columns(columns):
     from .sinks import RowColumns
 
-    return RowColumns(image=columns.image, text=columns.text)
+    return RowColumns(image=columns.image, text=columns.text, sparse=columns.sparse, multivector=columns.multivector)
 
 
 def _progress(total: int, show: bool):
@@ -169,15 +199,20 @@ def _progress(total: int, show: bool):
 
 
 def _in_process(options: IngestOptions, table: "pa.Table", columns, settings: dict[str, Any], show: bool) -> IngestReport:
-    from bge_siglip_vectorizer import shared_vectorizer
+    from bge_siglip_vectorizer import ImagePreparer, model_reference, resolve_model_reference, shared_vectorizer
 
-    from .embed import Embed, PrepareImages, _model_reference
-    from .sinks import WriteResult, open_writer, write_table
+    from .embed import Embed, PrepareImages
+    from .sinks import MODEL_OPTIONS, WriteResult, open_writer, write_table
 
-    model = _model_reference(options.model)
-    vectorizer = shared_vectorizer(model, **settings)  # the instance the adapter gets too: one model in memory
-    writer = open_writer(options.into, model, settings)
-    prepare = PrepareImages(vectorizer.preparer, columns, threads=vectorizer.num_workers) if columns.image else None
+    model = resolve_model_reference(model_reference(options.model))
+    # The model with the options the adapters load it with: the instance the writer's adapter gets too (one model in
+    # memory); decoding and fetching options go to the preparer, which needs no weights.
+    vectorizer = shared_vectorizer(model, **{k: v for k, v in settings.items() if k in MODEL_OPTIONS})
+    writer = open_writer(options.into, model, settings, sparse=options.sparse)
+    prepare = None
+    if columns.image:
+        preparer = ImagePreparer.from_pretrained(model, **settings)
+        prepare = PrepareImages(preparer, columns, threads=settings.get("num_workers") or vectorizer.num_workers)
     embed = Embed.with_vectorizer(vectorizer, columns, options.batch_size)
     chunks = [table.slice(start, options.batch_size) for start in range(0, table.num_rows, options.batch_size)]
     total = WriteResult()
@@ -214,21 +249,20 @@ def _on_ray(options: IngestOptions, table: "pa.Table", columns, settings: dict[s
     import ray
 
     from .embed import embed_dataset
+    from .quiet import quiet_ray_data
     from .sinks import WRITE_TASK_ARGS, StoreDatasink
 
     if not ray.is_initialized():
-        ray.init(address=None if options.ray == "local" else options.ray, include_dashboard=False)
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # ours counts rows written; Ray's would interleave with it
-    # Blocks of a few batches each, so decode tasks run in parallel from the start (one block = one task).
-    rows_per_block = max(options.batch_size, math.ceil(table.num_rows / 1000))
+        ray.init(address=None if options.ray == "local" else options.ray, include_dashboard=False,
+                 **({} if options.ray_logs else {"log_to_driver": False, "logging_level": logging.WARNING}))
+    # One model batch per block, so each decode task holds one batch and its rows go on to the model and the
+    # store as soon as they are decoded (a task's rows leave it together: with bigger tasks a few slow items, e.g.
+    # URLs, would hold back everything decoded beside them and nothing would be written meanwhile).
+    batches_per_block = max(1, math.ceil(table.num_rows / (options.batch_size * MAX_BLOCKS)))
+    rows_per_block = options.batch_size * batches_per_block
     blocks = [table.slice(s, rows_per_block) for s in range(0, table.num_rows, rows_per_block)] or [table]
-    ds = embed_dataset(
-        ray.data.from_arrow(blocks), options.model, image_column=columns.image, text_column=columns.text,
-        source_column=None, id_column="id", on_error=columns.on_error, batch_size=options.batch_size,
-        concurrency=options.concurrency, num_gpus=options.num_gpus, **settings,
-    )
-    sink = StoreDatasink(options.into, options.model, columns=_row_columns(columns), **settings)
+    sink = StoreDatasink(options.into, options.model, columns=_row_columns(columns), sparse=options.sparse,
+                         **settings)
     done = threading.Event()
 
     def poll(bar) -> None:
@@ -237,10 +271,17 @@ def _on_ray(options: IngestOptions, table: "pa.Table", columns, settings: dict[s
             bar.update(written + failed - bar.n)
             bar.set_postfix(errors=failed, refresh=False)
 
-    with _progress(table.num_rows, show) as bar:
+    with (contextlib.nullcontext() if options.ray_logs else quiet_ray_data()), _progress(table.num_rows, show) as bar:
+        ds = embed_dataset(
+            ray.data.from_arrow(blocks), options.model, image_column=columns.image, text_column=columns.text,
+            source_column=None, id_column="id", sparse_column=columns.sparse, multivector_column=columns.multivector,
+            on_error=columns.on_error, batch_size=options.batch_size, decode_batch_size=options.batch_size,
+            concurrency=options.concurrency, num_gpus=options.num_gpus, **settings,
+        )
         watcher = threading.Thread(target=poll, args=(bar,), daemon=True)
         watcher.start()
         try:
+            sink.start()  # the store is opened (and its model checked) before any row is embedded
             ds.write_datasink(sink, ray_remote_args=WRITE_TASK_ARGS)
         except Exception as exc:  # noqa: BLE001 - unwrapped to the typed error of the item, if that is the cause
             typed = _typed(exc)
@@ -251,15 +292,8 @@ def _on_ray(options: IngestOptions, table: "pa.Table", columns, settings: dict[s
             done.set()
             watcher.join()
         bar.update(sink.result.written + sink.result.failed - bar.n)
-    from .sinks import open_writer
-
-    # The writer actor is gone; count through a fresh writer (the same adapter) on the driver.
-    writer = open_writer(options.into, sink.model, settings)
-    try:
-        count = writer.count()
-    finally:
-        writer.close()
-    return IngestReport(table.num_rows, sink.result.written, sink.result.failed, sink.result.errors, count)
+    # The count is the writer actor's, read just before it closed the store: no second client, no second model.
+    return IngestReport(table.num_rows, sink.result.written, sink.result.failed, sink.result.errors, sink.result.count)
 
 
 def ingest(source: str | os.PathLike, into: str, model: str | os.PathLike, **kwargs: Any) -> IngestReport:
@@ -289,7 +323,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 COMMAND = Command(
-    help="embed a folder, glob, JSONL or Parquet of images/captions into Qdrant or Chroma (in-process or on Ray)",
+    help="embed a folder, glob, JSONL or Parquet of images/captions into Qdrant, Chroma, Milvus or LanceDB "
+         "(in-process or on Ray)",
     add_arguments=_add_arguments,
     run=_run,
     description=__doc__,

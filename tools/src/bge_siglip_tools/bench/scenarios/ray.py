@@ -14,6 +14,7 @@ The vectors of both paths are compared in the same run.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -32,7 +33,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
     import pyarrow as pa
     import ray
 
-    from bge_siglip_ray import Columns, embed_dataset
+    from bge_siglip_ray import Columns, embed_dataset, quiet_ray_data
     from bge_siglip_ray.embed import PrepareImages
     from bge_siglip_vectorizer import Vectorizer
 
@@ -45,8 +46,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=cpus, num_gpus=0 if not ctx.full_warmup else None, include_dashboard=False,
-                 log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+                 log_to_driver=False, logging_level=logging.WARNING)
     try:
         threads = {"runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(cpus)}}}
         gpus = 1 if ctx.full_warmup else 0
@@ -69,8 +69,9 @@ def run(ctx: BenchContext) -> ScenarioResult:
                                "Ray embed_dataset (local)": lambda: on_ray(paths[:1]),
                                "decode stage, 1 CPU": lambda: decode(table.slice(0, 1))})
         log(f"{NAME}: {len(paths)} files x 3 contenders x {plan.reps} rounds")
-        runs, last = interleaved(contenders, plan.reps, plan.warmup, warmups,
-                                 on_round=lambda r: log(f"{NAME}: round {r + 1}/{plan.reps} done"))
+        with quiet_ray_data():  # the harness logs its own progress; Ray Data's per-run lines would drown it
+            runs, last = interleaved(contenders, plan.reps, plan.warmup, warmups,
+                                     on_round=lambda r: log(f"{NAME}: round {r + 1}/{plan.reps} done"))
         names = list(contenders)
         local, on_ray_m, decode_m = (result.add(measured(runs[n], len(paths), "img/s")) for n in names)
         loads = Measurement("model load (Vectorizer.from_pretrained, inside each Ray run)", 1, "loads/s")
