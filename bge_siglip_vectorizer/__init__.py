@@ -25,6 +25,7 @@ from .ids import ID_NAMESPACE, content_id  # noqa: E402
 from .inputs import ImageLimits, list_image_files, load_base64_image, validate_text  # noqa: E402
 from .options import add_options, check_options, option, options_from_args  # noqa: E402
 from .preprocess import PatchedImage  # noqa: E402
+from .targets import STORE_ADAPTERS, StoreTarget  # noqa: E402
 from .text_outputs import SparseEmbedding, TextEncodings  # noqa: E402
 from .vectorizer import (  # noqa: E402
     MODEL_NAME,
@@ -46,6 +47,8 @@ __all__ = [
     "ImagePreparer",
     "content_id",
     "ID_NAMESPACE",
+    "StoreTarget",
+    "STORE_ADAPTERS",
     "SparseEmbedding",
     "TextEncodings",
     "ImageLimits",

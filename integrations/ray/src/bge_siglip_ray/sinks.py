@@ -1,6 +1,6 @@
 """Writing embedded rows into the vector databases through the adapters, in-process or as Ray ``Datasink``s.
 
-A store is named by a URI-like *target*::
+A store is named by a URI-like *target*, in the core's syntax (:class:`bge_siglip_vectorizer.StoreTarget`)::
 
     qdrant:./qdrant#photos              Qdrant local mode (a folder)
     qdrant:http://localhost:6333#photos Qdrant server
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Protocol
 import numpy as np
 import pyarrow as pa
 
-from bge_siglip_vectorizer import OptionalDependencyError
+from bge_siglip_vectorizer import OptionalDependencyError, StoreTarget
 
 if TYPE_CHECKING:
     from ray.data.datasource import Datasink as _DatasinkBase
@@ -37,9 +37,8 @@ else:
     except ImportError:  # pragma: no cover - ray[data] is a dependency; keeps the in-process path importable
         _DatasinkBase = object
 
+#: The stores this package writes to (through their adapters).
 SCHEMES = ("qdrant", "chroma")
-#: Schemes the issue names whose adapters are not part of this release; they get a clear error, not "unknown".
-_NOT_YET = {"milvus": "bge-siglip-milvus", "lancedb": "bge-siglip-lancedb"}
 #: ``write_datasink(sink, ray_remote_args=WRITE_TASK_ARGS)``: a write task only hands its blocks to the writer
 #: actor, so it reserves no CPU; with the default (one CPU each) writes wait behind decode tasks for a free CPU.
 WRITE_TASK_ARGS = {"num_cpus": 0}
@@ -47,34 +46,10 @@ WRITE_TASK_ARGS = {"num_cpus": 0}
 KEEP_ERRORS = 100
 
 
-@dataclass(frozen=True)
-class Target:
-    """A parsed target: ``scheme:location#collection``."""
+class Target(StoreTarget):
+    """A parsed target ``scheme:location#collection`` (the core's syntax) naming a store this package writes."""
 
-    scheme: str
-    location: str
-    collection: str
-
-    @classmethod
-    def parse(cls, text: str) -> "Target":
-        scheme, sep, rest = text.partition(":")
-        location, hash_, collection = rest.rpartition("#")
-        if not sep or not hash_ or not location or not collection:
-            raise ValueError(f"target {text!r} is not of the form SCHEME:LOCATION#COLLECTION (e.g. qdrant:./db#photos)")
-        scheme = scheme.lower()
-        if scheme in _NOT_YET:
-            raise ValueError(f"{scheme} targets need the {_NOT_YET[scheme]} adapter, which this release does not "
-                             f"include yet; supported: {', '.join(SCHEMES)}")
-        if scheme not in SCHEMES:
-            raise ValueError(f"unknown store {scheme!r} in target {text!r}; supported: {', '.join(SCHEMES)}")
-        return cls(scheme, location, collection)
-
-    @property
-    def is_url(self) -> bool:
-        return self.location.startswith(("http://", "https://"))
-
-    def __str__(self) -> str:
-        return f"{self.scheme}:{self.location}#{self.collection}"
+    supported = SCHEMES
 
 
 @dataclass
