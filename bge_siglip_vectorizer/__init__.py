@@ -22,7 +22,7 @@ from .errors import (  # noqa: E402
 )
 from .cli import Command  # noqa: E402
 from .ids import ID_NAMESPACE, content_id  # noqa: E402
-from .inputs import ImageLimits, list_image_files, load_base64_image, validate_text  # noqa: E402
+from .inputs import ImageLimits, list_image_files, load_base64_image, load_image, validate_text  # noqa: E402
 from .options import add_options, check_options, option, options_from_args  # noqa: E402
 from .preprocess import PatchedImage  # noqa: E402
 from .targets import STORE_ADAPTERS, StoreTarget  # noqa: E402
@@ -54,6 +54,7 @@ __all__ = [
     "ImageLimits",
     "list_image_files",
     "load_base64_image",
+    "load_image",
     "validate_text",
     "Command",
     "option",
