@@ -12,4 +12,4 @@ PYTHON="${PYTHON:-python3}"
 # resolves them from these paths.
 .venv/bin/python -m pip install --quiet -e ".[test,onnx]" \
     -e ./integrations/chroma -e ./integrations/qdrant -e "./integrations/weaviate[test]" \
-    -e "./integrations/ray[test]" -e ./tools
+    -e "./integrations/ray[test]" -e ./tools -e "./ui[test]"
