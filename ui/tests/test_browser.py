@@ -59,7 +59,7 @@ def test_typing_a_query_and_uploading_an_image_show_the_right_files_first(browse
     state = start_state(folder=str(gallery))
     with running(create_app(state, start=False)) as url:
         browser.get(url)
-        _wait(browser, lambda d: "8 items" in d.find_element(By.ID, "status").text, "the status shows the gallery")
+        _wait(browser, lambda d: "8 images" in d.find_element(By.ID, "status").text, "the status shows the gallery")
 
         # Text (any language): the page's order is the core's order for that text.
         text = "ein Hund am Strand"

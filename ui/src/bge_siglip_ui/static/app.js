@@ -70,10 +70,12 @@ async function refreshStatus() {
     dot = "bad"; parts.push("no model");
     message = `The model could not be loaded: ${model.error}`; kind = "error";
   } else {
-    parts.push(`model <b>${escapeHtml(shortName(model.name))}</b> (${model.dim}-d, ${escapeHtml(model.device)})`);
+    parts.push(`model <b>${escapeHtml(shortName(model.name, 2))}</b> (${model.dim}-d, ${escapeHtml(model.device)})`);
   }
   if (store.target !== undefined && store.count !== undefined) {
-    parts.push(`<b>${fmt.format(store.count)}</b> items in ${escapeHtml(store.folder ? shortName(store.folder) : store.target)}`);
+    parts.push(store.folder
+      ? `<b>${fmt.format(store.count)}</b> images in <b>${escapeHtml(shortName(store.folder, 2))}</b>`
+      : `<b>${fmt.format(store.count)}</b> items in ${escapeHtml(store.target)}`);
   }
   if (store.error) {
     dot = "bad";
@@ -129,9 +131,9 @@ function eta(seconds) {
   return `${(seconds / 3600).toFixed(1)} h`;
 }
 
-function shortName(path) {
+function shortName(path, keep = 1) {
   const parts = String(path).split(/[\\/]/).filter(Boolean);
-  return parts.length ? parts[parts.length - 1] : String(path);
+  return parts.length ? parts.slice(-keep).join("/") : String(path);
 }
 
 function escapeHtml(text) {
@@ -243,17 +245,15 @@ function tile(hit, index) {
   const rank = document.createElement("span");
   rank.className = "rank";
   rank.textContent = String(index + 1);
-  const caption = document.createElement("figcaption");
-  const name = document.createElement("span");
-  name.className = "name";
-  name.textContent = hit.name;
-  name.title = hit.name;
   const score = document.createElement("span");
-  score.className = "score";
+  score.className = "score badge";
   score.textContent = hit.score.toFixed(3);
-  score.title = "cosine similarity";
-  caption.append(name, score);
-  figure.append(open, rank, caption);
+  score.title = "cosine similarity to the query";
+  const caption = document.createElement("figcaption");
+  caption.className = "name";
+  caption.textContent = hit.name;
+  caption.title = hit.name;
+  figure.append(open, rank, score, caption);
   if (hit.kind === "image") {
     const more = document.createElement("button");
     more.type = "button";
