@@ -15,6 +15,7 @@ MODULES: dict[str, str] = {
     "text": "text",
     "scaling": "scaling",
     "ray": "ray",
+    "ui": "ui",
 }
 NAMES: tuple[str, ...] = tuple(MODULES)
 
