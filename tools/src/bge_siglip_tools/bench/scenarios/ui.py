@@ -274,8 +274,11 @@ def _browser(url: str, queries: list[str], reps: int) -> dict:
         const started = performance.now();
         (function step() {
           window.scrollTo(0, document.body.scrollHeight);
-          if (document.querySelectorAll('#grid .tile').length >= want) done(performance.now() - started);
-          else setTimeout(step, 16);
+          const tiles = document.querySelectorAll('#grid .tile').length;
+          const waited = performance.now() - started;
+          if (tiles >= want || waited > 60000) {
+            done({ms: waited, tiles, message: document.getElementById('message').textContent});
+          } else { setTimeout(step, 16); }
         })();"""
     timings: dict[str, list[float]] = {"page ready ms": [], "query to 48 tiles ms": [], "scroll to 480 results ms": []}
     with chromium() as driver:
@@ -287,7 +290,11 @@ def _browser(url: str, queries: list[str], reps: int) -> dict:
                 lambda d: " in " in d.execute_script("return document.getElementById('status').textContent"))
             ready = 1000 * (time.perf_counter() - begun)
             to_tiles = driver.execute_async_script(tiles_ready, f"{queries[round_ % len(queries)]} ~{round_}", PAGE)
-            to_scroll = driver.execute_async_script(scroll, 480)
+            scrolled = driver.execute_async_script(scroll, 480)
+            if scrolled["tiles"] < 480:
+                raise RuntimeError(f"scrolling loaded {scrolled['tiles']} of 480 results in 60 s; the page says: "
+                                   f"{scrolled['message'] or 'nothing'}")
+            to_scroll = scrolled["ms"]
             if round_:
                 timings["page ready ms"].append(ready)
                 timings["query to 48 tiles ms"].append(to_tiles)
