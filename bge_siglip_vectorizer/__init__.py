@@ -17,15 +17,25 @@ from .errors import (  # noqa: E402
     MissingHeadError,
     MissingProjectorError,
     ModelLoadError,
+    ModelMismatchError,
     OptionalDependencyError,
     UnsupportedImageTypeError,
 )
 from .cli import Command  # noqa: E402
-from .ids import ID_NAMESPACE, content_id  # noqa: E402
-from .inputs import ImageLimits, list_image_files, load_base64_image, load_image, validate_text  # noqa: E402
-from .options import add_options, check_options, option, options_from_args  # noqa: E402
+from .bulk import (  # noqa: E402
+    IngestBatch,
+    IngestResult,
+    OnError,
+    ingest,
+    ingest_items,
+    provenance,
+)
+from .ids import ID_NAMESPACE, Modality, content_id  # noqa: E402
+from .inputs import ImageLimits, decode_base64, list_image_files, load_base64_image, load_image, validate_text  # noqa: E402
+from .options import add_options, check_options, option, options_from_args, vector_option_names  # noqa: E402
 from .preprocess import PatchedImage  # noqa: E402
 from .targets import STORE_ADAPTERS, StoreTarget  # noqa: E402
+from .references import MODEL_DIR_ENV, model_reference, resolve_model_reference  # noqa: E402
 from .text_outputs import SparseEmbedding, TextEncodings  # noqa: E402
 from .vectorizer import (  # noqa: E402
     MODEL_NAME,
@@ -33,6 +43,7 @@ from .vectorizer import (  # noqa: E402
     ImagePreparer,
     Vectorizer,
     VectorizerOptions,
+    available_cpus,
     shared_vectorizer,
 )
 
@@ -45,7 +56,14 @@ __all__ = [
     "shared_vectorizer",
     "PatchedImage",
     "ImagePreparer",
+    "ingest",
+    "ingest_items",
+    "IngestBatch",
+    "IngestResult",
+    "Modality",
+    "OnError",
     "content_id",
+    "provenance",
     "ID_NAMESPACE",
     "StoreTarget",
     "STORE_ADAPTERS",
@@ -55,12 +73,18 @@ __all__ = [
     "list_image_files",
     "load_base64_image",
     "load_image",
+    "decode_base64",
+    "available_cpus",
     "validate_text",
     "Command",
     "option",
     "check_options",
     "add_options",
     "options_from_args",
+    "vector_option_names",
+    "MODEL_DIR_ENV",
+    "model_reference",
+    "resolve_model_reference",
     "BGESigLIPError",
     "DataError",
     "ExportError",
@@ -72,6 +96,7 @@ __all__ = [
     "MissingHeadError",
     "MissingProjectorError",
     "ModelLoadError",
+    "ModelMismatchError",
     "OptionalDependencyError",
     "UnsupportedImageTypeError",
 ]

@@ -124,7 +124,11 @@ def _encode(args: argparse.Namespace) -> int:
     ]
     texts = list(args.texts)
     if args.texts_file:
-        texts += [line for line in args.texts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        from .errors import InvalidTextError
+        from .inputs import read_utf8
+
+        # Bad bytes: a typed error naming the file and line (main prints it), not a UnicodeDecodeError traceback.
+        texts += [line for line in read_utf8(args.texts_file, InvalidTextError).splitlines() if line.strip()]
     if not images and not texts:
         print("nothing to encode: give --images and/or --texts", file=sys.stderr)
         return 2
@@ -252,11 +256,17 @@ def _make_shapes_parser(sub) -> None:
 
 
 def _make_shapes(args: argparse.Namespace) -> int:
+    import shlex
+
     from .training.shapes import make_shapes
 
     root = make_shapes(args.directory, n=args.n, val_fraction=args.val_fraction, seed=args.seed,
                        languages=tuple(filter(None, args.languages.split(","))))
-    print(f"wrote {args.n} images with captions to {root} (train.jsonl, val.jsonl)")
+    print(f"wrote {args.n} images with captions to {root} (train.jsonl, val.jsonl); train on them with:")
+    # The data are the JSON-lines files (the folder itself holds no sidecar captions); quoted for the shell.
+    print("  bge-siglip train " + shlex.join([str(root / "train.jsonl"), "--val", str(root / "val.jsonl"),
+                                              "--out", f"{root}-model"]))
+    print("(the default towers come from the hub; add --vision DIR --text DIR for local ones)")
     return 0
 
 

@@ -9,6 +9,7 @@
     │   │   ├── ImageFetchError
     │   │   └── UnsupportedImageTypeError (TypeError)
     │   └── InvalidTextError
+    ├── ModelMismatchError (ValueError)      a store holds vectors of another model; .stored, .given
     ├── ModelLoadError                       a model directory, checkpoint, tower or graph
     │   ├── MissingProjectorError
     │   └── MissingHeadError                 sparse / multi-vector output asked of a tower without that head
@@ -35,6 +36,7 @@ __all__ = [
     "ImageFetchError",
     "UnsupportedImageTypeError",
     "InvalidTextError",
+    "ModelMismatchError",
     "ModelLoadError",
     "MissingProjectorError",
     "MissingHeadError",
@@ -100,6 +102,22 @@ class InvalidTextError(InvalidInputError):
     """Empty text or a non-string item where text was expected."""
 
     kind = "text"
+
+
+class ModelMismatchError(BGESigLIPError, ValueError):
+    """A store (collection, table) holds vectors of one model and was asked to write, query or reconfigure with
+    another: vectors of two models in one index rank as noise. Nothing was written or changed.
+
+    ``stored`` and ``given`` are the two model fingerprints (``Vectorizer.fingerprint``); ``where`` names the store.
+    """
+
+    def __init__(self, where: str, stored: str, given: str, hint: str = "") -> None:
+        self.where = where
+        self.stored = stored
+        self.given = given
+        message = (f"{where} holds vectors of model {stored[:12]}, not of this model ({given[:12]}); "
+                   "embed into a new collection, or use the model it was made with")
+        super().__init__(message + (f"; {hint}" if hint else ""))
 
 
 class ModelLoadError(BGESigLIPError):

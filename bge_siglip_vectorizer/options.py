@@ -28,7 +28,10 @@ import typing
 from dataclasses import MISSING, dataclass
 from typing import Any, Callable, Iterable
 
-__all__ = ["option", "OptionSpec", "add_options", "options_from_args", "check_options", "option_fields", "parse_bool"]
+__all__ = [
+    "option", "OptionSpec", "add_options", "options_from_args", "check_options", "option_fields", "parse_bool",
+    "vector_option_names",
+]
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -52,6 +55,10 @@ class OptionSpec:
     nargs: str | None = None
     const: Any = None  # with nargs="?": the value of the bare flag (e.g. ``--ray`` alone = "local")
     show: Callable[[Any], str] | None = None  # how the default is shown in --help (e.g. bytes as MiB)
+    # True: the value changes the vectors a model computes (not the space: the fingerprint stays). Stores that
+    # persist an embedding function's settings (Chroma's collection config, ...) must persist these, so a reopened
+    # collection embeds exactly as the process that wrote it did.
+    vectors: bool = False
 
 
 def option(
@@ -76,6 +83,11 @@ def option_fields(cls: type) -> list[tuple[dataclasses.Field, OptionSpec, Any]]:
         for f in dataclasses.fields(cls)
         if "option" in f.metadata
     ]
+
+
+def vector_option_names(cls: type) -> tuple[str, ...]:
+    """Names of the option fields of ``cls`` declared with ``vectors=True`` (see :class:`OptionSpec`)."""
+    return tuple(f.name for f, spec, _ in option_fields(cls) if spec.vectors)
 
 
 def parse_bool(text: str) -> bool:

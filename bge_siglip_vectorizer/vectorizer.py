@@ -1,10 +1,13 @@
 """``Vectorizer``: the one public way to turn images and texts into vectors.
 
 Images stream through a thread pool (decode -> RGB -> NaFlex resize -> uint8 patches) one window ahead of the
-model, so decoding overlaps the forward pass. Within a window, items are de-duplicated by content (identical inputs
-get bit-identical vectors and are computed once) and sorted by patch count, so each batch pads little. Texts are
-tokenised in one call, de-duplicated, sorted by length and batched the same way; BGE-M3's sparse and multi-vector
-outputs come from that same loop and the same forward pass as the dense vectors. Every item is validated on the way;
+model, so decoding overlaps the forward pass. URLs are downloaded first on threads of their own call (at most
+``fetch_workers`` at once), so a slow server holds no decode thread and delays no other call's images; large
+decodes share a budget of pixels in flight (``decode_budget_pixels``), so memory is bounded whatever the batch.
+Within a window, items are de-duplicated by content (identical inputs get bit-identical vectors and are computed
+once) and sorted by patch count, so each batch pads little. Texts are tokenised in one call, de-duplicated, sorted
+by length and batched the same way; BGE-M3's sparse and multi-vector outputs come from that same loop and the same
+forward pass as the dense vectors. Every item is validated on the way;
 the first bad one in input order raises a typed error naming its index, and no vectors are returned.
 """
 
@@ -14,6 +17,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import math
 import os
 import sys
 import threading
@@ -28,7 +32,18 @@ from tqdm.auto import tqdm
 from ._version import __version__
 from .backends import BACKENDS, Backend, make_backend, needs_torch_weights
 from .errors import InvalidImageError, InvalidInputError, MissingHeadError
-from .inputs import DEFAULT_LIMITS, ImageInput, ImageLimits, load_image, validate_text
+from .fetch import fetch_url, is_url, normalize_private_allowance, parse_private_allowance
+from .inputs import (
+    DEFAULT_LIMITS,
+    TRIM_PIXELS,
+    FetchedImage,
+    ImageInput,
+    ImageLimits,
+    PixelBudget,
+    open_image,
+    release_freed_memory,
+    validate_text,
+)
 from .loading import (
     DEFAULT_TEXT_TOWER,
     DEFAULT_VISION_TOWER,
@@ -47,12 +62,62 @@ from .loading import (
     text_head_fingerprints,
 )
 from .options import check_options, option
-from .preprocess import NaFlexConfig, PatchedImage, collate, patchify
+from .preprocess import NaFlexConfig, PatchedImage, collate, patchify, reduced_decode_size
 from .text_outputs import SparseEmbedding, TextEncodings, multivector_rows, sparse_embedding, sparse_excluded_ids
 
 Kind = Literal["text", "image"]
 #: The model name adapters answer to by default (e.g. ``models.Image(..., model=MODEL_NAME)`` in Qdrant).
 MODEL_NAME = "bge-siglip"
+#: Default decode threads are the usable CPUs, at most this many.
+MAX_DEFAULT_WORKERS = 32
+DEFAULT_FETCH_WORKERS = 8
+#: Pixels all decodes of one Vectorizer hold at once by default: ~0.5 GB of decoded RGB(X) pixels, e.g. one image at
+#: the default pixel limit beside a few photos, or ten 12 MP photos decoded at full size (exact mode).
+DEFAULT_DECODE_BUDGET = 128_000_000
+
+
+def available_cpus(cgroup_root: str | os.PathLike = "/sys/fs/cgroup") -> int:
+    """The CPUs this process may really use: its CPU affinity, lowered by a cgroup CPU quota (containers, CI
+    runners), which ``os.cpu_count()`` alone ignores."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        count = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota(Path(cgroup_root))
+    if quota is not None:
+        count = min(count, max(1, math.ceil(quota)))
+    return max(1, count)
+
+
+def _cgroup_cpu_quota(root: Path) -> float | None:
+    """The tightest CPU quota (in CPUs) on this process's cgroup and its ancestors, v2 ``cpu.max`` or v1
+    ``cpu.cfs_quota_us``; None when there is none or it cannot be read."""
+    quotas: list[float] = []
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        lines = []
+    own = next((line.split(":", 2)[2] for line in lines if line.startswith("0::")), "/")
+    folder = root / own.lstrip("/")
+    while True:  # v2: every level from ours up to the root may set cpu.max ("max 100000" or "150000 100000")
+        try:
+            limit, period = (folder / "cpu.max").read_text().split()[:2]
+            if limit != "max":
+                quotas.append(int(limit) / int(period))
+        except (OSError, ValueError):
+            pass
+        if folder == root or root not in folder.parents:
+            break
+        folder = folder.parent
+    for v1 in ("cpu", "cpu,cpuacct"):
+        try:
+            limit_us = int((root / v1 / "cpu.cfs_quota_us").read_text())
+            period_us = int((root / v1 / "cpu.cfs_period_us").read_text())
+            if limit_us > 0 and period_us > 0:
+                quotas.append(limit_us / period_us)
+        except (OSError, ValueError):
+            pass
+    return min(quotas) if quotas else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,25 +129,54 @@ class VectorizerOptions:
     dtype: str | None = option(None, help="float32, float16 or bfloat16 (default: float16 on GPU, else float32)")
     backend: str = option("torch", choices=BACKENDS,
                           help="inference backend (onnx and onnx-int8 need `bge-siglip export-onnx` first)")
-    max_num_patches: int | None = option(None, min=1,
+    max_num_patches: int | None = option(None, min=1, vectors=True,
                                          help="image detail budget in 16px patches: 64, 256, 1024 ... (default: "
                                               "the saved value, 256)")
     max_image_pixels: int | None = option(None, min=1,
                                           help="refuse images with more pixels, checked before decoding "
                                                f"(default {DEFAULT_LIMITS.max_pixels:,})")
-    allow_urls: bool = option(True, help="fetch http(s) image URLs")
+    allow_urls: bool = option(True, help="fetch http(s) image URLs (off: file:// URIs are refused too)")
     url_timeout_s: float | None = option(None, above=0,
-                                         help=f"seconds per URL download (default {DEFAULT_LIMITS.url_timeout_s:g})")
-    num_workers: int | None = option(None, min=1, help="image decode threads (default: CPUs + 2, at most 8)")
+                                         help="seconds per URL, in all: DNS, connect, every redirect and the body "
+                                              f"(default {DEFAULT_LIMITS.url_timeout_s:g})")
+    num_workers: int | None = option(None, min=1,
+                                     help="image decode threads (default: the CPUs this process may use, from its "
+                                          f"affinity and cgroup quota, at most {MAX_DEFAULT_WORKERS})")
+    allow_private_urls: bool | tuple[str, ...] = option(
+        False, parse=parse_private_allowance, metavar="true|HOSTS",
+        help="fetch URLs whose address is loopback, private, link-local, ... (refused by default: SSRF): true for "
+             "all, or a comma-separated list of allowed hosts and networks, e.g. images.internal,10.0.0.0/8")
+    allow_local_files: bool = option(True, help="read local image files and file:// URIs (servers and adapters "
+                                                "that take untrusted input turn this off)")
+    exact_preprocessing: bool = option(False, vectors=True, help="decode every image at full size before resizing, bit-identical "
+                                                   "to transformers' Siglip2 processor (default: JPEGs decode "
+                                                   "reduced, ~4x faster, cosine >= 0.9999 to exact)")
+    max_download_bytes: int | None = option(None, min=1, help="largest URL download in bytes (default "
+                                                              f"{DEFAULT_LIMITS.max_download_bytes:,})")
+    max_file_bytes: int | None = option(None, min=1, help="largest local image file in bytes (default "
+                                                          f"{DEFAULT_LIMITS.max_file_bytes:,})")
+    decode_budget_pixels: int | None = option(None, min=1,
+                                              help="pixels all concurrent decodes may hold at once; an image "
+                                                   "larger than that decodes alone "
+                                                   f"(default {DEFAULT_DECODE_BUDGET:,})")
+    fetch_workers: int | None = option(None, min=1, help="URL downloads at once per encode call, on threads apart "
+                                                         f"from the decode threads (default {DEFAULT_FETCH_WORKERS})")
 
     def __post_init__(self) -> None:
         check_options(self)
+        # One hashable form (shared_vectorizer keys its cache on these options): lists become tuples.
+        object.__setattr__(self, "allow_private_urls", normalize_private_allowance(self.allow_private_urls))
 
     def limits(self) -> ImageLimits:
+        """The per-item limits these options set (unset ones at their defaults)."""
         return ImageLimits(
             max_pixels=self.max_image_pixels or DEFAULT_LIMITS.max_pixels,
             url_timeout_s=self.url_timeout_s or DEFAULT_LIMITS.url_timeout_s,
+            max_download_bytes=self.max_download_bytes or DEFAULT_LIMITS.max_download_bytes,
+            max_file_bytes=self.max_file_bytes or DEFAULT_LIMITS.max_file_bytes,
             allow_urls=self.allow_urls,
+            allow_local_files=self.allow_local_files,
+            allow_private_urls=self.allow_private_urls,
         )
 
 
@@ -99,26 +193,68 @@ class ImagePreparer:
 
     preprocessing: NaFlexConfig
     limits: ImageLimits = DEFAULT_LIMITS
+    exact_preprocessing: bool = False
+    #: Pixels all decodes of this process with the same budget hold at once (a plain number, so the preparer
+    #: pickles; the budget object itself is per process, see :func:`_decode_budget`).
+    decode_budget_pixels: int = DEFAULT_DECODE_BUDGET
+
+    @classmethod
+    def from_options(cls, preprocessing: NaFlexConfig, settings: "VectorizerOptions") -> "ImagePreparer":
+        return cls(
+            preprocessing,
+            settings.limits(),
+            exact_preprocessing=settings.exact_preprocessing,
+            decode_budget_pixels=settings.decode_budget_pixels or DEFAULT_DECODE_BUDGET,
+        )
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **options: Any) -> "ImagePreparer":
         """The preparer of the Vectorizer that ``Vectorizer.from_pretrained(name_or_path, **options)`` would load
-        (the same ``max_num_patches`` and image limits); only ``bge_siglip_config.json`` is read."""
+        (the same ``max_num_patches``, decoding and image limits); only ``bge_siglip_config.json`` is read."""
         settings = VectorizerOptions(**options)
         preprocessing = ModelConfig.read(resolve_model_dir(name_or_path)).preprocessing
         if settings.max_num_patches is not None:
             preprocessing = dataclasses.replace(preprocessing, max_num_patches=settings.max_num_patches)
-        return cls(preprocessing, settings.limits())
+        return cls.from_options(preprocessing, settings)
 
     def prepare(self, item: ImageInput, index: int | None = None) -> PatchedImage:
         """One image input (any kind ``encode_images`` takes) -> its patches, or the typed ``InvalidImageError``
-        naming ``index`` and, where known, the item's path or URL."""
+        naming ``index`` and, where known, the item's path or URL.
+
+        Decoded reduced (JPEG DCT scaling to at least the NaFlex target) unless ``exact_preprocessing``, within
+        the process's pixel budget for decodes in flight."""
         try:
-            return patchify(load_image(item, index, self.limits), self.preprocessing)
+            with open_image(item, index, self.limits) as opened:
+                if not self.exact_preprocessing:
+                    opened.reduce_for(self._reduced_size)
+                pixels = opened.pixels
+                # Held from decode to the small patches: the decoded pixels live only inside this block.
+                with _decode_budget(self.decode_budget_pixels).reserve(pixels):
+                    patched = patchify(opened.decode(), self.preprocessing)
+                    if pixels >= TRIM_PIXELS:
+                        release_freed_memory()
+            return patched
         except InvalidInputError:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever PIL/numpy/httpx raise, the caller learns which item
             raise InvalidImageError(f"cannot decode image ({type(exc).__name__}: {exc})", index=index) from None
+
+    def _reduced_size(self, width: int, height: int) -> tuple[int, int]:
+        return reduced_decode_size(width, height, self.preprocessing)
+
+
+_BUDGETS: dict[int, PixelBudget] = {}
+_BUDGETS_LOCK = threading.Lock()
+
+
+def _decode_budget(pixels: int) -> PixelBudget:
+    """The process's budget of decoded pixels in flight for this limit: every Vectorizer and preparer with the same
+    ``decode_budget_pixels`` shares it, so several models in one process do not multiply the memory bound."""
+    with _BUDGETS_LOCK:
+        budget = _BUDGETS.get(pixels)
+        if budget is None:
+            budget = _BUDGETS[pixels] = PixelBudget(pixels)
+        return budget
 
 
 @dataclass
@@ -163,10 +299,11 @@ class Vectorizer:
         self.tokenizer = components.tokenizer
         self.limits = options.limits()
         #: Decoding and patchifying, the first half of encode_images; usable apart from the model.
-        self.preparer = ImagePreparer(self.preprocessing, self.limits)
+        self.preparer = ImagePreparer.from_options(self.preprocessing, options)
         chosen = backend if backend is not None and not isinstance(backend, str) else options.backend
         self.backend: Backend = make_backend(chosen, components, options.device, options.dtype)
-        self.num_workers = options.num_workers or min(8, (os.cpu_count() or 2) + 2)
+        self.num_workers = options.num_workers or min(MAX_DEFAULT_WORKERS, available_cpus())
+        self.fetch_workers = options.fetch_workers or DEFAULT_FETCH_WORKERS
         self.stats = EncodeStats()
         self._stats_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -181,8 +318,11 @@ class Vectorizer:
 
         Keyword arguments are the fields of :class:`VectorizerOptions`: ``device``, ``dtype``, ``backend``
         (``"torch"``, or ``"onnx"`` / ``"onnx-int8"`` for graphs written by ``bge-siglip export-onnx``),
-        ``max_num_patches`` (default: the saved value, 256; trades image detail for speed), ``max_image_pixels``,
-        ``allow_urls``, ``url_timeout_s``, ``num_workers``.
+        ``max_num_patches`` (default: the saved value, 256; trades image detail for speed), ``exact_preprocessing``
+        (full decodes, tensors bit-identical to transformers' processor; default: JPEGs decode reduced), the limits
+        ``max_image_pixels``, ``allow_urls``, ``url_timeout_s``, ``allow_private_urls`` (URLs to internal addresses
+        are refused unless allowed), ``allow_local_files``, ``max_download_bytes``, ``max_file_bytes``,
+        ``decode_budget_pixels``, and the threads ``num_workers`` (decoding), ``fetch_workers`` (URL downloads).
         """
         settings = VectorizerOptions(**options)
         components = load_components(
@@ -442,18 +582,13 @@ class Vectorizer:
         Training uses this to preprocess a dataset once, through exactly the path ``encode_images`` takes.
         """
         items = _as_list(images, "images")
-        with self._progress(len(items), 64, show_progress, "images") as progress:
-            futures = [self._executor().submit(self._prepare_image, item, i) for i, item in enumerate(items)]
+        with self._progress(len(items), 64, show_progress, "images") as progress, _ImageJobs(self) as jobs:
+            futures = [jobs.submit(item, i) for i, item in enumerate(items)]
             prepared = []
-            try:
-                for future in futures:
-                    prepared.append(future.result()[0])
-                    if progress is not None:
-                        progress.update(1)
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
+            for future in futures:
+                prepared.append(future.result()[0])
+                if progress is not None:
+                    progress.update(1)
         return prepared
 
     # ------------------------------------------------------------------------------------------------ internals
@@ -481,23 +616,17 @@ class Vectorizer:
         if n == 0:
             return out
         window = max(4 * batch_size, 64)
-        pool = self._executor()
         computed: dict[bytes, np.ndarray] = {}  # content digest -> its vector, across windows
+        with _ImageJobs(self) as jobs:
 
-        def submit(start: int) -> list[Future]:
-            return [pool.submit(self._prepare_image, items[i], positions[i]) for i in range(start, min(start + window, n))]
+            def submit(start: int) -> list[Future]:
+                return [jobs.submit(items[i], positions[i]) for i in range(start, min(start + window, n))]
 
-        pending = submit(0)
-        try:
+            pending = submit(0)
             for start in range(0, n, window):
-                current = pending
-                prepared = [future.result() for future in current]  # in order: the first bad item raises
+                prepared = [future.result() for future in pending]  # in order: the first bad item raises
                 pending = submit(start + window) if start + window < n else []
                 self._forward_images(prepared, out[start : start + len(prepared)], batch_size, progress, computed)
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
         return out
 
     def _forward_images(
@@ -639,6 +768,54 @@ class Vectorizer:
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
+
+
+class _ImageJobs:
+    """One call's image work. Items go to the Vectorizer's decode pool; URLs are first downloaded on this call's own
+    threads (at most ``fetch_workers``), so a slow server holds no decode thread, and one call's slow URLs never wait
+    in front of another call's images. Leaving the block cancels what has not started; downloads in progress end at
+    their deadline, and nothing is decoded for a call that has ended."""
+
+    def __init__(self, vectorizer: Vectorizer) -> None:
+        self._vectorizer = vectorizer
+        self._fetch_pool: ThreadPoolExecutor | None = None
+        self._pending: set[Future] = set()  # only unfinished ones: results are not kept past the caller's use
+        self._closed = False
+
+    def submit(self, item: Any, position: int) -> Future:
+        vectorizer = self._vectorizer
+        if is_url(item):
+            if self._fetch_pool is None:
+                self._fetch_pool = ThreadPoolExecutor(vectorizer.fetch_workers, thread_name_prefix="bge-siglip-fetch")
+            future = self._fetch_pool.submit(self._fetch_then_prepare, item, position)
+        else:
+            future = vectorizer._executor().submit(vectorizer._prepare_image, item, position)
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+        return future
+
+    def _fetch_then_prepare(self, url: str, position: int) -> tuple[PatchedImage, bytes]:
+        vectorizer = self._vectorizer
+        try:
+            fetched = FetchedImage(fetch_url(url, position, vectorizer.limits), url.strip())
+        except InvalidInputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever the HTTP stack raises, the caller learns which item
+            raise InvalidImageError(f"download failed ({type(exc).__name__}: {exc})", index=position,
+                                    source=url.strip()) from None
+        if self._closed:
+            raise InvalidImageError("the call ended before this download finished", index=position)
+        return vectorizer._executor().submit(vectorizer._prepare_image, fetched, position).result()
+
+    def __enter__(self) -> "_ImageJobs":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._closed = True
+        for future in list(self._pending):
+            future.cancel()
+        if self._fetch_pool is not None:
+            self._fetch_pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _digest(patched: PatchedImage) -> bytes:

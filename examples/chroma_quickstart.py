@@ -1,6 +1,6 @@
 """Chroma quickstart: index a folder of images with BGE-SigLIP, then search it by text and by image.
 
-    pip install bge-siglip-chroma
+    pip install ./ ./integrations/chroma        # from a checkout of the repository (not on PyPI yet)
     python examples/chroma_quickstart.py --model DIR --images photos/ --db ./chroma-db \
         --query "ein Hund am Strand" --query "a red car"
 
@@ -42,8 +42,8 @@ def index_folder(collection: chromadb.Collection, folder: Path, chunk: int) -> N
     folder = folder.resolve()  # URIs are stored absolute, so queries work from any working directory
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     for start in range(0, len(files), chunk):
-        # ids are paths relative to the folder; files indexed by an earlier run are skipped. (Chroma embeds uris=
-        # only in add(): upsert()/update() accept documents= or images= for embedding, not uris=.)
+        # ids are paths relative to the folder; files indexed by an earlier run are skipped (to re-embed changed
+        # files, call collection.upsert(ids=..., uris=...): with bge_siglip_chroma imported, that embeds them too).
         ids = {str(p.relative_to(folder)): p for p in files[start : start + chunk]}
         known = set(collection.get(ids=list(ids), include=[])["ids"])
         batch = [(i, p) for i, p in ids.items() if i not in known]

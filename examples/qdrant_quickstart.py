@@ -1,6 +1,6 @@
 """Qdrant quickstart: ingest a folder of images, then search it by text (two languages) and by an image.
 
-    pip install bge-siglip-qdrant
+    pip install ./ ./integrations/qdrant        # from a checkout of the repository (not on PyPI yet)
     python examples/qdrant_quickstart.py --model path/or/hub-id --images photos/ --db ./qdrant_db
 
 Queries are the stock qdrant-client types, ``models.Document`` / ``models.Image`` naming our model; the wrapper embeds
@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 
-from qdrant_client import QdrantClient, models
+from qdrant_client import models
 
 from bge_siglip_qdrant import BGESigLIPQdrant
-from bge_siglip_vectorizer.inputs import list_image_files
+from bge_siglip_vectorizer import list_image_files
 
 MODEL = "bge-siglip"  # the model name our wrapper answers to in Document.model / Image.model
 
@@ -40,11 +40,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
-    client = QdrantClient(url=args.url) if args.url else QdrantClient(path=args.db)
-    db = BGESigLIPQdrant(client, model=args.model, model_name=MODEL)
+    # A QdrantClient itself: url= for a server, path= for local mode (or wrap a client you already have).
+    where = {"url": args.url} if args.url else {"path": args.db}
+    db = BGESigLIPQdrant(model=args.model, model_name=MODEL, **where)
     try:
-        if not db.collection_exists(args.collection):  # delegated to the wrapped QdrantClient
-            db.create_collection(args.collection)  # size = model dim, cosine distance
+        if not db.collection_exists(args.collection):  # qdrant-client's own method
+            db.create_collection(args.collection)  # size = model dim, cosine distance; records the model
 
         # Batches with a progress bar (on a terminal); the payload records the source path and the modality; ids come
         # from file contents. on_error="skip": a broken file is reported and left out instead of stopping the run.

@@ -11,5 +11,6 @@ PYTHON="${PYTHON:-python3}"
 # One pip call: the adapters and tools require the core (and tools the adapters), which are not on PyPI; pip
 # resolves them from these paths.
 .venv/bin/python -m pip install --quiet -e ".[test,onnx]" \
-    -e ./integrations/chroma -e ./integrations/qdrant -e "./integrations/weaviate[test]" \
-    -e "./integrations/ray[test]" -e ./tools -e "./ui[test]"
+    -e ./integrations/chroma -e "./integrations/qdrant[test]" -e "./integrations/weaviate[test]" \
+    -e "./integrations/milvus[lite]" -e ./integrations/lancedb -e "./integrations/ray[test]" \
+    -e ./tools -e "./ui[test]"

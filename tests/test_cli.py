@@ -16,7 +16,7 @@ from bge_siglip_vectorizer.testing.images import encode_image, sample_image
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "bge_siglip_vectorizer.cli", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "bge_siglip_vectorizer", *args], capture_output=True, text=True, timeout=300
     )
 
 

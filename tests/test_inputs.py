@@ -52,8 +52,9 @@ def test_every_input_kind_gives_the_same_vector(bge_siglip_vectorizer, picture, 
     vectors = bge_siglip_vectorizer.encode_images(inputs)
     assert vectors.shape == (len(inputs), bge_siglip_vectorizer.dim) and vectors.dtype == np.float32
     np.testing.assert_allclose(vectors, np.broadcast_to(vectors[0], vectors.shape), atol=1e-6)
-    # A URL served over real HTTP decodes to the served file's image.
-    served = bge_siglip_vectorizer.encode_images([f"{image_server}/ok.png", sample_image(96, 64, seed=7)])
+    # A URL served over real HTTP decodes to the served file's image (the test server is on loopback: allowed here).
+    local = Vectorizer(bge_siglip_vectorizer.components, allow_private_urls=["127.0.0.1"])
+    served = local.encode_images([f"{image_server}/ok.png", sample_image(96, 64, seed=7)])
     np.testing.assert_allclose(served[0], served[1], atol=1e-6)
 
 
@@ -107,17 +108,19 @@ def test_directory_is_not_an_image(bge_siglip_vectorizer, png, tmp_path):
     _fails(bge_siglip_vectorizer, [png, tmp_path], InvalidImageError, 1, "directory", str(tmp_path))
 
 
-def test_unreadable_file(bge_siglip_vectorizer, png, tmp_path):
-    # A FIFO with no writer cannot be read as a file; open() on a socket path fails likewise.
+def test_sockets_are_not_image_files(bge_siglip_vectorizer, png, tmp_path):
+    # Only regular files are opened (FIFOs, devices: tests/test_hostile_inputs.py).
     import socket
 
     path = tmp_path / "sock"
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(path))
     try:
-        _fails(bge_siglip_vectorizer, [png, png, str(path)], InvalidImageError, 2, "unreadable", str(path))
+        _fails(bge_siglip_vectorizer, [png, png, str(path)], InvalidImageError, 2, "not a regular file (a socket)",
+               str(path))
     finally:
         sock.close()
+
 
 
 def test_not_an_image(bge_siglip_vectorizer, png, tmp_path):
@@ -146,21 +149,25 @@ def test_unsupported_url_scheme(bge_siglip_vectorizer, png):
     _fails(bge_siglip_vectorizer, [png, "ftp://example.com/a.png"], ImageFetchError, 1, "unsupported URL scheme 'ftp'")
 
 
-def test_url_errors(bge_siglip_vectorizer, image_server):
-    _fails(bge_siglip_vectorizer, [f"{image_server}/missing.png"], ImageFetchError, 0, "HTTP 404", "/missing.png")
+LOOPBACK = ImageLimits(allow_private_urls=("127.0.0.1",))  # the test server's address, allowed explicitly
+
+
+def test_url_errors(bge_siglip_model_dir, image_server):
+    local = Vectorizer.from_pretrained(bge_siglip_model_dir, allow_private_urls=True)
+    _fails(local, [f"{image_server}/missing.png"], ImageFetchError, 0, "HTTP 404", "/missing.png")
 
 
 def test_url_too_large(image_server):
-    image = load_image(f"{image_server}/big.png")
+    image = load_image(f"{image_server}/big.png", 0, LOOPBACK)
     assert image.size == (900, 900)
     with pytest.raises(ImageTooLargeError) as info:
-        load_image(f"{image_server}/big.png", 4, ImageLimits(max_download_bytes=10_000))
+        load_image(f"{image_server}/big.png", 4, ImageLimits(max_download_bytes=10_000, allow_private_urls=True))
     assert "exceeds the cap of 10,000 bytes" in str(info.value) and info.value.index == 4
 
 
 def test_url_too_slow(image_server):
     with pytest.raises(ImageFetchError) as info:
-        load_image(f"{image_server}/slow.png", 0, ImageLimits(url_timeout_s=0.5))
+        load_image(f"{image_server}/slow.png", 0, ImageLimits(url_timeout_s=0.5, allow_private_urls=True))
     assert "timed out" in str(info.value)
 
 
@@ -231,7 +238,7 @@ def test_load_base64_image_never_opens_paths_or_urls(png, tmp_path, image_server
     assert load_base64_image(url_safe).size == (120, 80)
     path = tmp_path / "secret.png"
     path.write_bytes(png)
-    for remote_controlled in (str(path), path.as_uri(), f"{image_server}/ok.png"):
+    for remote_controlled in (str(path), path.as_uri(), f"{image_server}/ok.png", "http://127.0.0.1:1/x.png"):
         with pytest.raises(InvalidImageError, match="bad base64"):
             load_base64_image(remote_controlled, 0)
     with pytest.raises(InvalidImageError, match="expected a base64 string"):
@@ -242,7 +249,7 @@ def test_load_base64_image_never_opens_paths_or_urls(png, tmp_path, image_server
 
 def test_malformed_urls_are_typed_errors(bge_siglip_vectorizer, png):
     _fails(bge_siglip_vectorizer, [png, "http://[::1/x.png"], ImageFetchError, 1, "malformed URL")
-    _fails(bge_siglip_vectorizer, ["http://\x00/x.png"], ImageFetchError, 0, "download failed")
+    _fails(bge_siglip_vectorizer, ["http://\x00/x.png"], ImageFetchError, 0, "malformed URL", "invalid host")
 
 
 def test_unencodable_text_is_a_typed_error_naming_the_item(bge_siglip_vectorizer):
@@ -250,3 +257,75 @@ def test_unencodable_text_is_a_typed_error_naming_the_item(bge_siglip_vectorizer
         with pytest.raises(InvalidTextError) as info:
             bge_siglip_vectorizer.encode_texts(["fine", bad])
         assert info.value.index == 1 and "surrogate" in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------------ formats users have
+def test_heic_avif_and_large_png_screenshots_decode(bge_siglip_vectorizer, tmp_path):
+    pillow_heif = pytest.importorskip("pillow_heif")  # in the test extra; what the [heif] extra adds for users
+
+    from bge_siglip_vectorizer.testing.images import photo_image
+
+    photo = photo_image(640, 480, seed=5)
+    heic = tmp_path / "photo.heic"
+    pillow_heif.from_pillow(photo).save(heic, quality=95)  # written without registering PIL's opener
+    avif = tmp_path / "photo.avif"
+    photo.save(avif, quality=95)
+    screenshot = tmp_path / "screen.png"
+    photo_image(2560, 1440, "RGBA", seed=6).save(screenshot)
+    vectors = bge_siglip_vectorizer.encode_images([photo, heic, avif, screenshot])
+    assert (vectors[0] @ vectors[1]) > 0.99 and (vectors[0] @ vectors[2]) > 0.99  # lossy copies of one picture
+    assert load_image(screenshot).size == (2560, 1440)
+
+
+def test_a_missing_heif_plugin_is_named(bge_siglip_vectorizer, monkeypatch):
+    from PIL import Image as PILImage
+
+    from bge_siglip_vectorizer import inputs
+
+    heic = b"\x00\x00\x00\x1cftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
+    monkeypatch.setattr(inputs, "_register_heif", lambda: False)  # as without pillow-heif
+    monkeypatch.setattr(PILImage, "ID", [name for name in PILImage.ID if name != "HEIF"])
+    _fails(bge_siglip_vectorizer, [heic], InvalidImageError, 0, "HEIC/HEIF images need pillow-heif",
+           "bge-siglip-vectorizer[heif]")
+
+
+def test_decode_base64_gives_the_file_bytes_and_never_opens_paths(bge_siglip_vectorizer, png, tmp_path):
+    from bge_siglip_vectorizer import decode_base64
+
+    b64 = base64.b64encode(png).decode()
+    assert decode_base64(b64) == decode_base64(f"data:image/png;base64,{b64}") == png
+    path = tmp_path / "secret.png"
+    path.write_bytes(png)
+    with pytest.raises(InvalidImageError, match="bad base64"):
+        decode_base64(str(path), 3)
+    # What a server does with it: bytes through the normal path (reduced decoding, pixel budget).
+    vectors = bge_siglip_vectorizer.encode_images([decode_base64(b64), png])
+    np.testing.assert_array_equal(vectors[0], vectors[1])
+
+
+def test_decode_threads_follow_the_usable_cpus(tmp_path, monkeypatch):
+    from bge_siglip_vectorizer import available_cpus
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
+    monkeypatch.setattr("pathlib.Path.read_text", _fake_cgroup(tmp_path, Path.read_text))
+    assert available_cpus(tmp_path / "none") == 8  # no cgroup files: the affinity mask
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v2" / "cpu.max").write_text("150000 100000\n")  # a quota of 1.5 CPUs
+    assert available_cpus(tmp_path / "v2") == 2
+    (tmp_path / "v2" / "cpu.max").write_text("max 100000\n")
+    assert available_cpus(tmp_path / "v2") == 8
+    (tmp_path / "v1" / "cpu").mkdir(parents=True)
+    (tmp_path / "v1" / "cpu" / "cpu.cfs_quota_us").write_text("300000\n")
+    (tmp_path / "v1" / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert available_cpus(tmp_path / "v1") == 3
+
+
+def _fake_cgroup(root, read_text):
+    """/proc/self/cgroup as in a container (its own cgroup namespace: "0::/"); other files as they are."""
+
+    def fake(self, *args, **kwargs):
+        if str(self) == "/proc/self/cgroup":
+            return "0::/\n"
+        return read_text(self, *args, **kwargs)
+
+    return fake

@@ -88,3 +88,68 @@ def test_per_channel_mean_and_std_match_the_processor():
     processor = Siglip2ImageProcessorPil(max_num_patches=256, image_mean=list(mean), image_std=list(std))
     reference = processor(images=images, do_convert_rgb=True, return_tensors="np")
     assert np.abs(ours[0] - reference["pixel_values"]).max() <= 1e-5
+
+
+# ---------------------------------------------------------------------------------------------- reduced decoding
+@pytest.fixture(scope="module")
+def photo_files(tmp_path_factory):
+    """Photo-like JPEGs as phones and cameras write them: 12 MP both ways (one with EXIF orientation 6, stored
+    sideways), a 1080p frame and an odd size whose DCT-scaled decode ends in a partial pixel."""
+    from PIL import Image
+
+    from bge_siglip_vectorizer.testing.images import photo_image
+
+    folder = tmp_path_factory.mktemp("photos")
+    paths = []
+    for i, (w, h, orientation) in enumerate([(4032, 3024, 1), (3024, 4032, 6), (1920, 1080, 1), (2017, 1513, 3)]):
+        image = photo_image(w, h, seed=60 + i)
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = folder / f"photo{i}.jpg"
+        image.save(path, quality=90, exif=exif)
+        paths.append(path)
+    return paths
+
+
+def test_default_decoding_is_reduced_and_within_cosine_0_9999_of_exact(bge_siglip_vectorizer, photo_files):
+    from bge_siglip_vectorizer import Vectorizer
+    from bge_siglip_vectorizer.inputs import open_image
+    from bge_siglip_vectorizer.preprocess import reduced_decode_size
+
+    exact = Vectorizer(bge_siglip_vectorizer.components, exact_preprocessing=True)
+    default = bge_siglip_vectorizer
+    assert not default.options.exact_preprocessing
+    ours, reference = default.prepare_images(photo_files), exact.prepare_images(photo_files)
+    # Same grid whatever the decode (the size comes from the full image), so padding and batching are unchanged ...
+    assert [p.grid for p in ours] == [p.grid for p in reference]
+    # ... while the JPEGs really were decoded at 1/8 or 1/4 scale, never below their target.
+    for path, patched in zip(photo_files, ours):
+        with open_image(path) as opened:
+            full = opened.pixels
+            opened.reduce_for(lambda w, h: reduced_decode_size(w, h, default.preprocessing))
+            assert opened.pixels * 15 < full and opened.pixels >= patched.num_patches * 256
+    assert any((a.patches != b.patches).any() for a, b in zip(ours, reference))
+    vectors, exact_vectors = default.encode_images(photo_files), exact.encode_images(photo_files)
+    cosines = (vectors * exact_vectors).sum(1)  # both L2-normalised
+    assert cosines.min() >= 0.9999, cosines
+    # Deterministic: the same file gives the same vector in any batch.
+    np.testing.assert_array_equal(default.encode_images(photo_files[::-1])[::-1], vectors)
+
+
+def test_exact_preprocessing_from_files_matches_the_processor_bit_for_bit(bge_siglip_vectorizer, tmp_path):
+    from PIL import Image
+
+    from bge_siglip_vectorizer import Vectorizer
+    from bge_siglip_vectorizer.testing.images import encode_image, photo_image
+
+    exact = Vectorizer(bge_siglip_vectorizer.components, exact_preprocessing=True)
+    paths = []
+    for i, (w, h, fmt) in enumerate([(1600, 1200, "JPEG"), (900, 1400, "JPEG"), (640, 480, "PNG"), (512, 512, "WEBP")]):
+        paths.append(tmp_path / f"f{i}.{fmt.lower()}")
+        paths[-1].write_bytes(encode_image(photo_image(w, h, seed=i), fmt))
+    config = exact.preprocessing
+    ours = collate(exact.prepare_images(paths), config, pad_to=config.max_num_patches)
+    reference = _reference([Image.open(p).convert("RGB") for p in paths], config.max_num_patches)  # a user's decode
+    np.testing.assert_array_equal(ours[0], reference[0])
+    np.testing.assert_array_equal(ours[1], reference[1])
+    np.testing.assert_array_equal(ours[2], reference[2])

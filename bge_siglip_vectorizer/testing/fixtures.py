@@ -1,6 +1,6 @@
 """pytest plugin (auto-registered through the ``pytest11`` entry point): shared fixtures for adapter tests.
 
-Imports nothing heavy at collection time; the tiny model is built on first use, once per test session.
+Imports nothing heavy at collection time; each tiny model is built on first use, once per test session.
 """
 
 from __future__ import annotations
@@ -16,6 +16,16 @@ def bge_siglip_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from .tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("bge-siglip-tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def bge_siglip_other_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second tiny model: same architecture and vector size as ``bge_siglip_model_dir``, other weights, so another
+    fingerprint. What model-guard tests write and query with: a store must refuse it, and its dimension check
+    cannot (the sizes match)."""
+    from .tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("bge-siglip-tiny-other") / "model", seed=1)
 
 
 @pytest.fixture(scope="session")

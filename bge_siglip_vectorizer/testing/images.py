@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
+from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 # (width, height, mode): extreme aspect ratios, tiny and larger-than-budget sizes, every common mode.
 SAMPLE_SPECS: list[tuple[int, int, str]] = [
@@ -71,3 +73,41 @@ def encode_image(image: Image.Image, fmt: str = "PNG", **save_args) -> bytes:
         image = image.convert("RGB")
     image.save(buffer, format=fmt, **save_args)
     return buffer.getvalue()
+
+
+def photo_image(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Image.Image:
+    """A deterministic synthetic photo: a smooth colour field, soft-edged shapes and mild sensor-like noise, in
+    ``mode`` (RGB, L, RGBA, P). Unlike :func:`sample_image` it has the statistics of a camera picture, which is
+    what JPEG decoding and resizing costs and fidelity depend on (not per-pixel noise)."""
+    rng = np.random.default_rng(seed)
+    w, h = width, height
+    coarse = rng.integers(0, 256, size=(max(2, h // 64), max(2, w // 64), 3), dtype=np.uint8)
+    image = Image.fromarray(coarse, "RGB").resize((w, h), Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
+        x1, y1 = x0 + int(rng.integers(w // 20 + 1, w // 3 + 2)), y0 + int(rng.integers(h // 20 + 1, h // 3 + 2))
+        colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x0, y0, x1, y1), fill=colour)
+    noise = Image.effect_noise((w, h), 24).convert("RGB")
+    image = Image.blend(image, noise, 0.12)
+    if mode == "RGBA":
+        alpha = Image.linear_gradient("L").resize((w, h))
+        image = image.convert("RGBA")
+        image.putalpha(alpha)
+        return image
+    if mode == "P":
+        return image.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    return image.convert(mode)
+
+
+def sample_image_files(folder: "str | os.PathLike", n: int, seed: int = 0) -> list[Path]:
+    """``n`` distinct image files in ``folder`` (created), alternating JPEG and PNG, of growing widths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"img{i:02d}.{'png' if i % 2 else 'jpg'}"
+        sample_image(48 + 8 * i, 40, "RGB", seed=seed + i).save(path)
+        paths.append(path)
+    return paths

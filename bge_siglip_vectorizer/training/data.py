@@ -7,6 +7,7 @@ for CSV), so a bad row in a million-line file is one edit away.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import random
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
-from ..inputs import list_image_files
+from ..inputs import list_image_files, read_utf8
 
 IMAGE_KEYS = ("image", "image_path", "path", "file", "url", "image_url")
 CAPTION_KEYS = ("caption", "text", "title", "alt")
@@ -94,7 +95,7 @@ def _example(row: dict, base: Path, origin: str) -> Example:
 
 def _read_jsonl(path: Path) -> list[Example]:
     examples = []
-    with path.open(encoding="utf-8") as handle:
+    with io.StringIO(read_utf8(path, DataError)) as handle:  # a byte that is not UTF-8: DataError naming the line
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -110,7 +111,7 @@ def _read_jsonl(path: Path) -> list[Example]:
 
 
 def _read_csv(path: Path) -> list[Example]:
-    with path.open(encoding="utf-8", newline="") as handle:
+    with io.StringIO(read_utf8(path, DataError), newline="") as handle:
         reader = csv.DictReader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         if not reader.fieldnames:
             raise DataError(f"{path}:1: missing header row")
@@ -123,7 +124,7 @@ def _read_folder(path: Path) -> list[Example]:
         sidecar = image.with_suffix(".txt")
         if not sidecar.is_file():
             raise DataError(f"{image}: no caption file {sidecar.name} beside it")
-        text = sidecar.read_text(encoding="utf-8").strip()
+        text = read_utf8(sidecar, DataError).strip()
         if not text:
             raise DataError(f"{sidecar}: empty caption")
         examples.append(Example(str(image), text, None, str(sidecar)))

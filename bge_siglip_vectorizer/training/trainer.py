@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import shutil
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -113,8 +115,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         _seed_everything(config.seed)
         self.train_examples, self.val_examples = self._read_data()
-        resume_dir = self._resume_dir()
-        self.components = self._load_components(resume_dir)
+        self.components, resume_state = self._resume()
         self.vectorizer = Vectorizer(self.components, device=config.device, dtype="float32")
         self.device = torch.device(self.vectorizer.backend.device)
         self.encoder = self.components.image_encoder
@@ -127,8 +128,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
         self.history: list[dict[str, Any]] = []
-        if resume_dir is not None:
-            self._load_state(resume_dir)
+        if resume_state is not None:
+            self._load_state(resume_state)
         # A frozen tower gives the same pooled features every epoch: compute them once and train only the head.
         self.frozen_vision = config.trainable_vision_layers == 0
         if self.frozen_vision:
@@ -145,22 +146,41 @@ class Trainer:
             return train, read_examples(config.val_data)
         return split_examples(train, config.val_fraction, config.seed)
 
-    def _resume_dir(self) -> Path | None:
-        if not self.config.resume:
-            return None
-        if self.config.resume == "latest":
+    def _resume(self) -> tuple[Components, dict[str, Any] | None]:
+        """The components and trainer state of the checkpoint to continue from (state ``None``: a fresh start).
+
+        ``--resume latest`` takes the newest checkpoint that loads, skipping (with a warning) any that does not: a
+        run killed while writing leaves at most a temporary directory, but a disk can still truncate a file.
+        """
+        config = self.config
+        if not config.resume:
+            return self._load_components(None), None
+        if config.resume == "latest":
             checkpoints = _checkpoints(self.out)
             if not checkpoints:
                 raise DataError(f"--resume latest: no checkpoint-* directory under {self.out}")
-            return checkpoints[-1]
-        path = Path(self.config.resume)
+            for directory in reversed(checkpoints):
+                try:
+                    return self._load_checkpoint(directory)
+                except Exception as exc:  # noqa: BLE001 - any unreadable file: fall back to the one before
+                    warnings.warn(f"skipping checkpoint {directory}: it does not load ({type(exc).__name__}: {exc})",
+                                  RuntimeWarning, stacklevel=2)
+            raise DataError(f"--resume latest: none of the {len(checkpoints)} checkpoints under {self.out} loads")
+        path = Path(config.resume)
         if not (path / STATE_FILE).is_file():
             raise DataError(f"--resume {path}: not a training checkpoint (no {STATE_FILE})")
-        return path
+        try:
+            return self._load_checkpoint(path)
+        except Exception as exc:  # noqa: BLE001 - the one asked for: say which and why, do not pick another
+            raise DataError(f"--resume {path}: the checkpoint does not load ({type(exc).__name__}: {exc})") from None
 
-    def _load_components(self, resume_dir: Path | None) -> Components:
+    def _load_checkpoint(self, directory: Path) -> tuple[Components, dict[str, Any]]:
+        state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)  # never unpickle code
+        return self._load_components(directory), state
+
+    def _load_components(self, source: Path | None) -> Components:
         config = self.config
-        source = resume_dir or config.model
+        source = source or config.model
         if source is not None:
             return load_components(source, max_num_patches=config.max_num_patches)
         model_config = ModelConfig(vision_tower=config.vision, text_tower=config.text, text_pooling=config.text_pooling)
@@ -203,11 +223,10 @@ class Trainer:
         for caption in captions:
             key.update(caption.encode("utf-8") + b"\0")
         path = cache_dir / f"captions-{key.hexdigest()[:20]}.npy"
-        if path.is_file():
-            vectors = np.load(path)
-        else:
+        vectors = _load_cache(path, len(captions))
+        if vectors is None:
             vectors = self.vectorizer.encode_texts(captions, batch_size=64, show_progress=self.config.show_progress)
-            np.save(path, vectors)
+            _atomic_write(path, lambda temporary: np.save(temporary, vectors))
         return captions, torch.from_numpy(vectors).to(self.device)
 
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -323,29 +342,62 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self) -> Path:
+        # Written into a temporary directory and renamed when complete: a run killed mid-write leaves no
+        # checkpoint-* directory that --resume would take (the rename is atomic on one filesystem).
         directory = self.out / f"checkpoint-{self.step:07d}"
-        save_components(self.components, directory, copy_towers=True, copy_text=False)
-        torch.save(
-            {
-                "step": self.step,
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "history": self.history,
-                "torch_rng": torch.get_rng_state(),
-            },
-            directory / STATE_FILE,
-        )
+        temporary = self.out / f".{directory.name}.tmp-{os.getpid()}"
+        shutil.rmtree(temporary, ignore_errors=True)
+        try:
+            save_components(self.components, temporary, copy_towers=True, copy_text=False)
+            torch.save(
+                {
+                    "step": self.step,
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "history": self.history,
+                    "torch_rng": torch.get_rng_state(),
+                },
+                temporary / STATE_FILE,
+            )
+            shutil.rmtree(directory, ignore_errors=True)  # a checkpoint of the same step from an earlier run
+            os.replace(temporary, directory)
+        finally:
+            shutil.rmtree(temporary, ignore_errors=True)
         for old in _checkpoints(self.out)[: -self.config.keep_checkpoints or None]:
             shutil.rmtree(old, ignore_errors=True)
         return directory
 
-    def _load_state(self, directory: Path) -> None:
-        state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)  # never unpickle code
+    def _load_state(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
         self.history = list(state.get("history", []))
         torch.set_rng_state(state["torch_rng"])
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """``write(temporary_path)``, then rename onto ``path``: readers see the old file or the whole new one."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _load_cache(path: Path, rows: int) -> np.ndarray | None:
+    """The cached caption vectors, or ``None`` (with a warning for a file that does not load) to recompute them."""
+    if not path.is_file():
+        return None
+    try:
+        vectors = np.load(path)
+        if vectors.ndim != 2 or len(vectors) != rows:
+            raise ValueError(f"shape {vectors.shape}, expected {rows} rows")
+        return vectors
+    except Exception as exc:  # noqa: BLE001 - a damaged cache is recomputed, never trusted
+        warnings.warn(f"recomputing caption cache {path}: it does not load ({type(exc).__name__}: {exc})",
+                      RuntimeWarning, stacklevel=3)
+        return None
 
 
 class _ImageSource:

@@ -41,7 +41,7 @@ def test_json_has_every_scenario_with_numbers(quick_run) -> None:
     _, out, _ = quick_run
     report = json.loads((out / "bench.json").read_text())
     assert report["schema"] == "bge-siglip-bench/1" and report["quick"] is True
-    assert set(report["scenarios"]) == set(NAMES) and len(NAMES) == 9
+    assert set(report["scenarios"]) == set(NAMES) and len(NAMES) == 10
     for name, scenario in report["scenarios"].items():
         assert scenario["status"] == "ok", (name, scenario["error"], scenario["details"].get("traceback"))
         assert scenario["measurements"], name
@@ -93,6 +93,10 @@ def test_json_describes_machine_model_and_checks(quick_run) -> None:
     assert set(scenarios["scaling"]["details"]["curves"]) == {"64", "256", "1024"}
     assert scenarios["ray"]["checks"]["Ray vectors vs in-process"]["ok"] is True
     assert scenarios["ray"]["details"]["decode_images_per_s_per_cpu"] > 0
+    photos = scenarios["photos"]
+    assert {c["min_cosine"] > 0.999 for c in photos["checks"].values()} == {True}  # quick model: no 0.9999 claim
+    assert set(photos["details"]["files"]) == {"12 MP JPEG", "48 MP JPEG", "1080p JPEG", "1440p PNG"}
+    assert all(m["peak_mb"] >= m["baseline_mb"] > 0 for m in photos["details"]["peak_rss_mb"].values())
 
 
 def test_scenario_selection_by_name_or_number() -> None:

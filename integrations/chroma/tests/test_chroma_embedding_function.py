@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import uuid
@@ -10,14 +11,23 @@ from pathlib import Path
 import chromadb
 import numpy as np
 import pytest
+from chromadb.api.shared_system_client import SharedSystemClient
 from chromadb.api.types import validate_embedding_function
 from chromadb.utils.data_loaders import ImageLoader
 from chromadb.utils.embedding_functions import config_to_embedding_function, known_embedding_functions
 from PIL import Image
 
 from bge_siglip_chroma import BGESigLIPEmbeddingFunction, ImageURI, ImageURILoader
-from bge_siglip_vectorizer.testing import make_tiny_model
-from bge_siglip_vectorizer import InvalidImageError, InvalidInputError, InvalidTextError, ModelLoadError
+from bge_siglip_vectorizer import (
+    MODEL_DIR_ENV,
+    InvalidImageError,
+    InvalidInputError,
+    InvalidTextError,
+    ModelLoadError,
+    ModelMismatchError,
+    VectorizerOptions,
+    vector_option_names,
+)
 from bge_siglip_vectorizer.errors import UnsupportedImageTypeError
 from bge_siglip_vectorizer.testing.contract import CONTRACT_TEXTS, contract_images
 from bge_siglip_vectorizer.testing.images import encode_image
@@ -60,7 +70,7 @@ def test_name_is_registered_and_namespaced(ef):
 def test_config_is_json_and_round_trips(ef, bge_siglip_model_dir):
     config = ef.get_config()
     assert config == {"model": str(Path(bge_siglip_model_dir).resolve()), "device": "cpu", "batch_size": 32,
-                      "max_num_patches": None, "fingerprint": ef.vectorizer.fingerprint}
+                      "max_num_patches": None, "exact_preprocessing": None, "fingerprint": ef.vectorizer.fingerprint}
     stored = json.loads(json.dumps(config))  # what Chroma persists
     rebuilt = config_to_embedding_function({"name": "bge-siglip", "config": stored})
     assert isinstance(rebuilt, BGESigLIPEmbeddingFunction)
@@ -94,6 +104,9 @@ def test_same_config_shares_one_model(bge_siglip_model_dir, bge_siglip_vectorize
         {"model": "m", "max_num_patches": "256"},
         {"model": "m", "device": 0},
         {"model": "m", "api_key": "secret"},
+        {"model": "m", "allow_urls": "no"},
+        {"model": "m", "max_num_patches": 0},
+        {"model": "m", "backend": "tensorflow"},
     ],
 )
 def test_validate_config_rejects(bad):
@@ -105,7 +118,7 @@ def test_validate_config_update_refuses_a_model_change(ef, tmp_path):
     old = ef.get_config()
     ef.validate_config_update(old, {**old, "device": None, "batch_size": 8, "max_num_patches": 64})  # allowed
     ef.validate_config_update(old, {**old, "model": "/moved/here"})  # same fingerprint: the same model, moved
-    with pytest.raises(ValueError, match="cannot change the model"):
+    with pytest.raises(ModelMismatchError):
         ef.validate_config_update(old, {**old, "fingerprint": "0" * 64})  # another model, even at the same path
     with pytest.raises(ValueError, match="fingerprint"):  # every stored config names its model's fingerprint
         BGESigLIPEmbeddingFunction.build_from_config({k: v for k, v in old.items() if k != "fingerprint"})
@@ -113,16 +126,12 @@ def test_validate_config_update_refuses_a_model_change(ef, tmp_path):
 
 def test_a_model_replaced_in_place_is_refused_on_reopen(ef):
     stored = {**ef.get_config(), "fingerprint": "f" * 64}  # as if the directory had been retrained since
-    with pytest.raises(ValueError, match="not the one this collection was embedded with"):
+    with pytest.raises(ModelMismatchError, match="restore the model it was made with"):
         BGESigLIPEmbeddingFunction.build_from_config(stored)
 
 
-def test_modify_through_chroma_refuses_another_model(ef, client, collection_name, bge_siglip_model_dir, tmp_path):
+def test_a_moved_model_can_be_pointed_at_with_modify(ef, client, collection_name, bge_siglip_model_dir, tmp_path):
     collection = client.create_collection(collection_name, embedding_function=ef)
-    other = BGESigLIPEmbeddingFunction(make_tiny_model(tmp_path / "other-model", seed=7), device="cpu")
-    with pytest.raises(ValueError, match="cannot change the model"):
-        collection.modify(configuration={"embedding_function": other})
-    # The same model in a new place is accepted, and the new location is stored.
     moved = shutil.copytree(bge_siglip_model_dir, tmp_path / "moved-model")
     collection.modify(configuration={"embedding_function": BGESigLIPEmbeddingFunction(moved, device="cpu",
                                                                                       batch_size=8)})
@@ -130,6 +139,87 @@ def test_modify_through_chroma_refuses_another_model(ef, client, collection_name
     assert stored["config"]["batch_size"] == 8
     assert stored["config"]["model"] == str(Path(moved).resolve())
     assert stored["config"]["fingerprint"] == ef.get_config()["fingerprint"]
+
+
+def test_get_or_create_with_another_model_is_refused(ef, client, collection_name, bge_siglip_other_model_dir):
+    client.create_collection(collection_name, embedding_function=ef).add(ids=["a"], documents=["ein Hund"])
+    other = BGESigLIPEmbeddingFunction(bge_siglip_other_model_dir, device="cpu")
+    with pytest.raises(ModelMismatchError, match=collection_name):
+        client.get_or_create_collection(collection_name, embedding_function=other)
+    again = client.get_or_create_collection(collection_name, embedding_function=ef)  # the same model: fine
+    assert again.count() == 1
+
+
+def test_upsert_and_update_by_uri_embed_the_image(ef, client, collection_name, tmp_path):
+    images = contract_images(3)
+    uris = [_png_file(tmp_path, image, f"{i}.png") for i, image in enumerate(images)]
+    collection = client.create_collection(collection_name, embedding_function=ef)  # no data loader: URIs as is
+    collection.upsert(ids=["a", "b"], uris=uris[:2])  # Chroma alone refuses this ("embed only documents, images")
+    collection.update(ids=["a"], uris=[uris[2]])  # ... and silently kept the old vector for this
+    stored = collection.get(ids=["a", "b"], include=["embeddings", "uris"])
+    expected = ef.vectorizer.encode_images([uris[2], uris[1]])
+    np.testing.assert_allclose(np.asarray(stored["embeddings"]), expected, atol=1e-5)
+    assert stored["uris"] == [uris[2], uris[1]]
+
+
+def test_from_collection_gives_back_the_function(ef, client, collection_name, chroma_settings):
+    client.create_collection(collection_name, embedding_function=ef)
+    reopened = client.get_collection(collection_name)  # no function passed: rebuilt from the stored config
+    function = BGESigLIPEmbeddingFunction.from_collection(reopened)
+    assert function.get_config() == ef.get_config() and function.vectorizer is ef.vectorizer
+    plain = client.create_collection(collection_name + "-plain", embedding_function=None)
+    try:
+        with pytest.raises(ValueError, match="does not use bge-siglip"):
+            BGESigLIPEmbeddingFunction.from_collection(plain)
+    finally:
+        client.delete_collection(plain.name)
+
+
+# ------------------------------------------------------------------------------------------------- core options
+def test_every_core_option_is_an_option_of_the_function(bge_siglip_model_dir):
+    from bge_siglip_chroma import embedding_function as module
+
+    assert set(module._OPTION_TYPES) == {f.name for f in dataclasses.fields(VectorizerOptions)}
+    assert "max_num_patches" in vector_option_names(VectorizerOptions)
+    ef = BGESigLIPEmbeddingFunction(bge_siglip_model_dir, device="cpu", max_image_pixels=10**6, allow_urls=False,
+                                    max_num_patches=64)
+    config = ef.get_config()
+    assert {k: config[k] for k in ("max_image_pixels", "allow_urls", "max_num_patches")} == {
+        "max_image_pixels": 10**6, "allow_urls": False, "max_num_patches": 64}
+    rebuilt = BGESigLIPEmbeddingFunction.build_from_config(json.loads(json.dumps(config)))
+    assert rebuilt.vectorizer is ef.vectorizer  # the same options: the same shared model
+    assert rebuilt.vectorizer.limits.allow_urls is False and rebuilt.vectorizer.max_num_patches == 64
+    # Options that change vectors are written even at their default, so a later default cannot change them.
+    assert BGESigLIPEmbeddingFunction(bge_siglip_model_dir, device="cpu").get_config()["max_num_patches"] is None
+    with pytest.raises(TypeError, match=r"unknown options \['max_patches'\]"):
+        BGESigLIPEmbeddingFunction(bge_siglip_model_dir, max_patches=64)
+
+
+def test_portable_model_reference_reopens_on_another_machine(bge_siglip_model_dir, tmp_path, monkeypatch,
+                                                             chroma_server, chroma_settings):
+    """A ``chroma run`` collection made on one machine, opened on another whose models live elsewhere."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    shutil.copytree(bge_siglip_model_dir, here / "photos-model")
+    shutil.copytree(bge_siglip_model_dir, there / "photos-model")
+    monkeypatch.setenv(MODEL_DIR_ENV, str(here))
+    ef = BGESigLIPEmbeddingFunction(here / "photos-model", device="cpu")
+    assert ef.get_config()["model"] == "$BGE_SIGLIP_MODEL_DIR/photos-model"
+    name = f"portable-{uuid.uuid4().hex[:8]}"
+    remote = chromadb.HttpClient(host=chroma_server.host, port=chroma_server.port, settings=chroma_settings())
+    remote.create_collection(name, embedding_function=ef).add(ids=["t"], documents=["ein Hund am Strand"])
+    try:
+        monkeypatch.setenv(MODEL_DIR_ENV, str(there))  # the other machine
+        SharedSystemClient.clear_system_cache()
+        fresh = chromadb.HttpClient(host=chroma_server.host, port=chroma_server.port, settings=chroma_settings())
+        collection = fresh.get_collection(name)
+        function = BGESigLIPEmbeddingFunction.from_collection(collection)
+        assert function.vectorizer.components.source == str(there / "photos-model")
+        assert collection.query(query_texts=["ein Hund am Strand"], n_results=1)["ids"] == [["t"]]
+        monkeypatch.delenv(MODEL_DIR_ENV)
+        with pytest.raises(ValueError, match="BGE_SIGLIP_MODEL_DIR, which is not set"):  # Chroma wraps ours
+            BGESigLIPEmbeddingFunction.from_collection(fresh.get_collection(name))
+    finally:
+        remote.delete_collection(name)
 
 
 def test_collection_defaults_to_cosine(ef, client, collection_name):

@@ -6,20 +6,27 @@ those plain vectors, so a test fails if anything was routed to the wrong tower, 
 
 from __future__ import annotations
 
+import ast
+import asyncio
+import dataclasses
 import importlib.util
-import json
-import subprocess
-import sys
+import inspect
 from pathlib import Path
 
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient, models
+from qdrant_client import AsyncQdrantClient, QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException
 
-from bge_siglip_qdrant import BGESigLIPQdrant, content_id
+from bge_siglip_qdrant import METADATA_KEY, AsyncBGESigLIPQdrant, BGESigLIPQdrant, content_id
 from bge_siglip_vectorizer.inputs import list_image_files
-from bge_siglip_vectorizer import InvalidImageError, InvalidInputError, InvalidTextError
+from bge_siglip_vectorizer import (
+    InvalidImageError,
+    InvalidInputError,
+    InvalidTextError,
+    ModelMismatchError,
+    VectorizerOptions,
+)
 from bge_siglip_vectorizer.testing.contract import contract_images
 from bge_siglip_vectorizer.testing.images import encode_image, sample_image
 
@@ -93,14 +100,33 @@ def test_create_collection_has_model_dim_and_cosine(db):
         db.create_collection("x", db.vector_params(), vector_names=["a"])
 
 
-def test_wrapper_delegates_everything_else(db, bge_siglip_model_dir):
-    assert isinstance(db.client, QdrantClient)
-    assert db.scroll.__self__ is db.client  # delegated, not re-implemented
-    assert "scroll" in dir(db) and "add_images" in dir(db)
-    assert db.get_collections().collections == []
-    with pytest.raises(AttributeError):
-        db.no_such_method
+def test_it_is_a_qdrant_client_sharing_the_given_connection(db, bge_siglip_model_dir):
+    assert isinstance(db, QdrantClient) and isinstance(db.client, QdrantClient) and db.client is not db
+    assert db.scroll.__func__ is QdrantClient.scroll  # qdrant-client's own method, not re-implemented
+    db.create_collection("shared")
+    assert db.client.collection_exists("shared")  # one connection: the given client sees it
     assert db.model_names == {MODEL, str(bge_siglip_model_dir)}
+    own = BGESigLIPQdrant(":memory:", model=bge_siglip_model_dir, device="cpu")  # or a client of its own
+    assert own.client is own and own.get_collections().collections == []
+    own.close()
+    with pytest.raises(TypeError, match="AsyncBGESigLIPQdrant"):
+        BGESigLIPQdrant(AsyncQdrantClient(":memory:"), model=bge_siglip_model_dir)
+
+
+def test_core_options_are_client_options(bge_siglip_model_dir):
+    """Every VectorizerOptions field is taken by name (derived, not listed); the rest goes to qdrant-client."""
+    from bge_siglip_qdrant import client as module
+
+    assert module._OPTION_NAMES == {f.name for f in dataclasses.fields(VectorizerOptions)}
+    assert not module._OPTION_NAMES & set(inspect.signature(QdrantClient.__init__).parameters)
+    db = BGESigLIPQdrant(location=":memory:", model=bge_siglip_model_dir, device="cpu", max_num_patches=64,
+                         allow_urls=False)
+    try:
+        assert db.vectorizer.max_num_patches == 64 and db.vectorizer.limits.allow_urls is False
+        assert db.get_embedding_size("bge-siglip") == db.get_embedding_size() == db.dim
+        assert db.get_embedding_size(str(bge_siglip_model_dir)) == db.dim
+    finally:
+        db.close()
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -407,47 +433,10 @@ def test_bulk_ingest_into_named_vector_with_user_ids(db):
     assert point.payload == {"modality": "image", "a": 2}  # arrays have no source to record
 
 
-# ------------------------------------------------------------------------------------------------ persistence
-REOPEN_SCRIPT = """
-import json, sys
-from qdrant_client import QdrantClient, models
-from bge_siglip_qdrant import BGESigLIPQdrant
-db = BGESigLIPQdrant(QdrantClient(path=sys.argv[1]), model=sys.argv[2], device="cpu")
-by_text = db.query_points("c", query=models.Document(text="ein Hund am Strand", model="bge-siglip"), limit=10)
-by_image = db.query_points("c", query=models.Image(image=sys.argv[3], model="bge-siglip"), limit=10)
-print(json.dumps({"count": db.count("c").count, "text": [str(p.id) for p in by_text.points],
-                  "image": [str(p.id) for p in by_image.points], "payload": by_image.points[0].payload}))
-db.close()
-"""
-
-
-def test_disk_storage_reopens_in_another_process(bge_siglip_model_dir, tmp_path):
-    paths = write_images(tmp_path / "photos", 3)
-    store = tmp_path / "qdrant"
-    db = BGESigLIPQdrant(QdrantClient(path=str(store)), model=bge_siglip_model_dir, device="cpu")
-    db.create_collection("c")
-    db.add_images("c", tmp_path / "photos")
-    db.add_texts("c", ["a dog on the beach", "ein Hund am Strand"])
-    expected_text = [str(i) for i in ids_of(db.query_points("c", query=doc("ein Hund am Strand"), limit=10))]
-    expected_image = [str(i) for i in ids_of(db.query_points("c", query=img(str(paths[1])), limit=10))]
-    db.close()
-
-    done = subprocess.run(
-        [sys.executable, "-c", REOPEN_SCRIPT, str(store), str(bge_siglip_model_dir), str(paths[1])],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert seen["count"] == 5
-    assert seen["text"] == expected_text and seen["text"][0] == str(content_id("ein Hund am Strand", "text"))
-    assert seen["image"] == expected_image and seen["image"][0] == content_id(paths[1])
-    assert seen["payload"] == {"modality": "image", "source": str(paths[1])}
-
-
 # ------------------------------------------------------------------------------------------------ example
 def test_quickstart_example_runs(bge_siglip_model_dir, tmp_path, capsys):
-    # Run in this process (its main() with argv) to spare a second interpreter start; the reopen test above already
-    # covers a separate process.
+    # Run in this process (its main() with argv) to spare an interpreter start; reopening in a separate process is
+    # the contract's ReopenTests (test_contract.py).
     spec = importlib.util.spec_from_file_location("qdrant_quickstart", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
@@ -461,3 +450,115 @@ def test_quickstart_example_runs(bge_siglip_model_dir, tmp_path, capsys):
     assert "text: 'ein Hund'" in out and "text: 'a dog'" in out
     image_part = out.split("image: ")[1].splitlines()
     assert image_part[1].split() == ["+1.000", image_part[0]]  # the query image finds itself first
+
+
+# ------------------------------------------------------------------------------------------------ every method
+def _methods_that_take_inference_objects(cls: type) -> set[str]:
+    """The methods of a qdrant-client class whose code inspects arguments for inference objects."""
+    source = inspect.getsource(inspect.getmodule(cls))
+    tree = ast.parse(source)
+    (node,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls.__name__]
+    return {f.name for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and "_inference_inspector.inspect" in ast.get_source_segment(source, f)}
+
+
+@pytest.mark.parametrize(("ours", "theirs"), [(BGESigLIPQdrant, QdrantClient),
+                                              (AsyncBGESigLIPQdrant, AsyncQdrantClient)])
+def test_every_method_that_takes_inference_objects_is_ours(ours, theirs):
+    """A qdrant-client release that adds such a method makes this fail (else it would reach FastEmbed)."""
+    names = _methods_that_take_inference_objects(theirs)
+    assert {"upsert", "upload_points", "upload_collection", "batch_update_points", "query_points"} <= names
+    assert [name for name in sorted(names) if getattr(ours, name) is getattr(theirs, name)] == []
+
+
+def test_upload_collection_and_batch_update_points(db):
+    """Both raised "fastembed is not installed" for our objects before."""
+    vec = db.vectorizer
+    images = contract_images(3)
+    db.create_collection("c")
+    db.upload_collection("c", vectors=[img(images[0]), doc("ein Hund"), img(images[1])], ids=[0, 1, 2],
+                         payload=[{"i": 0}, {"i": 1}, {"i": 2}], batch_size=2, wait=True)
+    db.batch_update_points("c", update_operations=[
+        models.UpsertOperation(upsert=models.PointsList(points=[models.PointStruct(id=3, vector=doc("a cat"))])),
+        models.UpdateVectorsOperation(update_vectors=models.UpdateVectors(
+            points=[models.PointVectors(id=0, vector=img(images[2]))])),
+    ])
+    stored = {p.id: p.vector for p in db.retrieve("c", ids=[0, 1, 2, 3], with_vectors=True)}
+    np.testing.assert_allclose(stored[0], vec.encode_images([images[2]])[0], atol=1e-5)
+    np.testing.assert_allclose(stored[1], vec.encode_texts(["ein Hund"])[0], atol=1e-5)
+    np.testing.assert_allclose(stored[3], vec.encode_texts(["a cat"])[0], atol=1e-5)
+    with pytest.raises(InvalidImageError) as info:  # one encode call for all operations: nothing applied
+        db.batch_update_points("c", update_operations=[
+            models.UpsertOperation(upsert=models.PointsList(points=[models.PointStruct(id=9, vector=doc("x"))])),
+            models.UpsertOperation(upsert=models.PointsList(points=[models.PointStruct(id=8, vector=img(b"junk"))])),
+        ])
+    assert info.value.index == 1 and db.count("c").count == 4
+
+
+def test_model_record_guards_writes_queries_and_ingest(db, bge_siglip_other_model_dir):
+    db.create_collection("c", metadata={"owner": "me"})
+    metadata = db.get_collection("c").config.metadata
+    assert metadata["owner"] == "me" and metadata[METADATA_KEY]["fingerprint"] == db.vectorizer.fingerprint
+    other = BGESigLIPQdrant(db.client, model=bge_siglip_other_model_dir, device="cpu")
+    for attempt in (lambda: other.upsert("c", points=[models.PointStruct(id=1, vector=doc("x"))]),
+                    lambda: other.add_texts("c", ["x"]),
+                    lambda: other.query_points("c", query=doc("x"))):
+        with pytest.raises(ModelMismatchError, match="Qdrant collection 'c'"):
+            attempt()
+    other.upsert("c", points=[models.PointStruct(id=2, vector=db.vectorizer.encode_texts(["y"])[0].tolist())])
+    assert db.count("c").count == 1  # plain vectors are the caller's business; only our objects are guarded
+
+
+def test_async_client_writes_for_real(bge_siglip_model_dir, tmp_path):
+    """An AsyncQdrantClient wrapped by the sync class lost every write (coroutines never awaited)."""
+    with pytest.raises(TypeError, match="AsyncBGESigLIPQdrant"):
+        BGESigLIPQdrant(AsyncQdrantClient(":memory:"), model=bge_siglip_model_dir)
+
+    async def scenario():
+        db = AsyncBGESigLIPQdrant(AsyncQdrantClient(":memory:"), model=bge_siglip_model_dir, device="cpu")
+        assert isinstance(db, AsyncQdrantClient)
+        await db.create_collection("c")
+        result = await db.add_images("c", contract_images(3))
+        await db.upsert("c", points=[models.PointStruct(id=1, vector=doc("ein Hund"))])
+        hits = await db.query_points("c", query=img(contract_images(3)[1]), limit=1)
+        fresh = AsyncBGESigLIPQdrant(db.client, model=bge_siglip_model_dir, device="cpu")
+        with pytest.raises(RuntimeError, match="check_model"):  # a plain method cannot await the guard
+            fresh.upload_points("c", [models.PointStruct(id=5, vector=doc("x"))])
+        await fresh.check_model("c")
+        fresh.upload_points("c", [models.PointStruct(id=5, vector=doc("x"))])
+        count = (await db.count("c")).count
+        await db.close()
+        return result, hits, count
+
+    result, hits, count = asyncio.run(scenario())
+    assert result.written == 3 and count == 5
+    assert hits.points[0].id == result.ids[1]
+
+
+def test_langchain_takes_it_as_a_qdrant_client(bge_siglip_model_dir):
+    """LangChain type-checks its client (``isinstance(client, QdrantClient)``); ours passes and works there."""
+    from langchain_core.embeddings import Embeddings
+    from langchain_qdrant import Qdrant, QdrantVectorStore
+
+    db = BGESigLIPQdrant(":memory:", model=bge_siglip_model_dir, device="cpu")
+    adb = AsyncBGESigLIPQdrant(":memory:", model=bge_siglip_model_dir, device="cpu")
+
+    class CoreTextEmbeddings(Embeddings):  # LangChain's interface over the core's text tower
+        def embed_documents(self, texts):
+            return db.vectorizer.encode_texts(texts).tolist()
+
+        def embed_query(self, text):
+            return db.vectorizer.encode_texts([text])[0].tolist()
+
+    try:
+        db.create_collection("lc", vectors_config=db.vector_params())
+        # The legacy class type-checks both clients (TypeError / ValueError otherwise); its search calls
+        # client.search, which qdrant-client 1.20 no longer has, so only its construction is tried here.
+        Qdrant(db, "lc", embeddings=CoreTextEmbeddings(), async_client=adb)
+        store = QdrantVectorStore(client=db, collection_name="lc", embedding=CoreTextEmbeddings(), vector_name="")
+        store.add_texts(["ein Hund am Strand", "un chat noir"])
+        assert store.similarity_search("un chat noir", k=1)[0].page_content == "un chat noir"
+        db.add_images("lc", contract_images(1))  # our own ingest into the same collection
+        assert db.count("lc").count == 3
+    finally:
+        db.close()

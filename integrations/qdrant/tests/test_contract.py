@@ -1,22 +1,27 @@
-"""The core adapter contract suite, run against Qdrant (qdrant-client local mode) through ``BGESigLIPQdrant``.
+"""The core adapter contract, run against Qdrant (qdrant-client local mode) through ``BGESigLIPQdrant``.
 
-Two harnesses, because users have two ways in:
-* stock types: ``upsert`` of ``PointStruct(vector=models.Image/Document(model="bge-siglip"))``, on disk (``path=``);
-* bulk ingest: ``add_images`` / ``add_texts``, in memory (``":memory:"``).
-Both query with ``query_points(query=models.Document/Image(...))``.
+Three harnesses, because users have three ways in:
+* stock types: ``upsert`` of ``PointStruct(vector=models.Image/Document(model="bge-siglip"))``, on disk (``path=``),
+  reopened in a new process the way a user would (a new client given the model again: Qdrant stores no function);
+* bulk ingest: ``add_images`` / ``add_texts``, in memory (``":memory:"``), content-derived ids;
+* async: ``AsyncBGESigLIPQdrant`` in memory; its sync harness methods run the async client too (one storage).
+All query with ``query_points(query=models.Document/Image(...))``. The model guard is the fingerprint recorded in
+the collection metadata by ``create_collection``; ``change_model`` tries to overwrite that record with another
+model's through ``update_collection(metadata=...)``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
 import pytest
-from qdrant_client import QdrantClient, models
+from qdrant_client import models
 
-from bge_siglip_qdrant import BGESigLIPQdrant
-from bge_siglip_vectorizer.testing.contract import AdapterContractTests, StoreHarness
+from bge_siglip_qdrant import METADATA_KEY, AsyncBGESigLIPQdrant, BGESigLIPQdrant
+from bge_siglip_vectorizer.testing import contract as c
 
 MODEL = "bge-siglip"
 COLLECTION = "contract"
@@ -28,83 +33,234 @@ def point_id(harness_id: str) -> str:
     return str(uuid.uuid5(_NS, harness_id))
 
 
-class QdrantHarness(StoreHarness):
-    def __init__(self, model_dir: Path, location: str | None, path: Path | None, create: bool = True):
-        self.model_dir, self.location, self.path = model_dir, location, path
-        client = QdrantClient(location=location) if location else QdrantClient(path=str(path))
-        self.db = BGESigLIPQdrant(client, model=model_dir, device="cpu", model_name=MODEL)
-        self.vectorizer = self.db.vectorizer
+def _payloads(ids: Sequence[str], metadatas: Sequence[dict] | None) -> list[dict[str, Any]]:
+    return [{**(metadatas[i] if metadatas else {}), "hid": hid} for i, hid in enumerate(ids)]
+
+
+def _hids(response: models.QueryResponse) -> list[str]:
+    return [hit.payload.get("hid", str(hit.id)) for hit in response.points]
+
+
+class QdrantHarness(c.StoreHarness):
+    """Shared by the sync harnesses: queries, counts, payloads, the guard and deletes through ``self.db``."""
+
+    def __init__(self, db: BGESigLIPQdrant, model_dir: Path, path: Path | None = None, create: bool = True):
+        self.db, self.model_dir, self.path = db, Path(model_dir), path
+        self.vectorizer = db.vectorizer
         if create:
-            self.db.create_collection(COLLECTION)
+            db.create_collection(COLLECTION)
 
     def _query(self, query: Any, k: int) -> list[str]:
-        response = self.db.query_points(COLLECTION, query=query, limit=k, with_payload=["hid"])
-        return [hit.payload["hid"] for hit in response.points]
+        return _hids(self.db.query_points(COLLECTION, query=query, limit=k, with_payload=["hid"]))
 
-    def query_text(self, text: str, k: int) -> list[str]:
+    def query_text(self, text, k):
         return self._query(models.Document(text=text, model=MODEL), k)
 
-    def query_image(self, image: Any, k: int) -> list[str]:
+    def query_image(self, image, k):
         return self._query(models.Image(image=image, model=MODEL), k)
 
-    def count(self) -> int:
-        return self.db.count(COLLECTION, exact=True).count  # delegated to the wrapped client
+    def count(self):
+        return self.db.count(COLLECTION, exact=True).count
 
-    def close(self) -> None:
+    def get_metadata(self, ids):
+        by_hid = {p.payload["hid"]: p.payload for p in self.db.retrieve(COLLECTION, [point_id(i) for i in ids])}
+        return [by_hid.get(i) for i in ids]
+
+    def delete(self, ids):
+        self.db.delete(COLLECTION, points_selector=[point_id(i) for i in ids])
+
+    def with_model(self, model_dir):
+        # The same connection (local mode locks its folder), another model.
+        other = type(self).__new__(type(self))
+        other.__dict__.update(self.__dict__)
+        other.db = BGESigLIPQdrant(self.db.client, model=model_dir, device="cpu", model_name=MODEL)
+        other.vectorizer = other.db.vectorizer
+        return other
+
+    def change_model(self, model_dir):
+        other = BGESigLIPQdrant(self.db.client, model=model_dir, device="cpu", model_name=MODEL)
+        other.update_collection(COLLECTION, metadata={METADATA_KEY: other.model_record()})
+
+    def stored_config(self):
+        # Local mode holds one client per storage; this reads the collection's config as stored there.
+        return self.db.get_collection(COLLECTION).config.model_dump(mode="json")
+
+    def close(self):
         self.db.close()
 
 
 class StockTypesHarness(QdrantHarness):
     """Adds through ``upsert`` with stock ``models.Image`` / ``models.Document`` vectors; storage on disk."""
 
-    def _upsert(self, ids: Sequence[str], objects: list[Any]) -> None:
-        points = [
-            models.PointStruct(id=point_id(hid), vector=obj, payload={"hid": hid}) for hid, obj in zip(ids, objects)
-        ]
+    @classmethod
+    def create(cls, model_dir: Path, path: Path) -> "StockTypesHarness":
+        return cls(BGESigLIPQdrant(path=str(path), model=model_dir, device="cpu", model_name=MODEL), model_dir, path)
+
+    def _upsert(self, ids, objects, metadatas=None):
+        points = [models.PointStruct(id=point_id(hid), vector=obj, payload=payload)
+                  for hid, obj, payload in zip(ids, objects, _payloads(ids, metadatas))]
         self.db.upsert(COLLECTION, points=points)
 
-    def add_images(self, ids: Sequence[str], images: Sequence[Any]) -> None:
-        self._upsert(ids, [models.Image(image=image, model=MODEL) for image in images])
+    def add_images(self, ids, images, metadatas=None):
+        self._upsert(ids, [models.Image(image=image, model=MODEL) for image in images], metadatas)
 
-    def add_texts(self, ids: Sequence[str], texts: Sequence[str]) -> None:
-        self._upsert(ids, [models.Document(text=text, model=MODEL) for text in texts])
+    def add_texts(self, ids, texts, metadatas=None):
+        self._upsert(ids, [models.Document(text=text, model=MODEL) for text in texts], metadatas)
 
-    def reopen(self) -> "StockTypesHarness":
-        # Local mode locks its folder: one client at a time, so the first one is closed before the second opens.
-        # Qdrant stores no embedding function, so the new wrapper is given the model again.
+    def upsert_images(self, ids, images):
+        # Replace the vector only (the payload stays): update_vectors with stock objects.
+        self.db.update_vectors(COLLECTION, points=[models.PointVectors(id=point_id(i), vector=models.Image(
+            image=image, model=MODEL)) for i, image in zip(ids, images)])
+
+    def upsert_texts(self, ids, texts):
+        self.add_texts(ids, texts)
+
+    def reopen(self):
+        # Local mode locks its folder: one client at a time, so this one is closed before the next opens.
         self.db.close()
-        return StockTypesHarness(self.model_dir, None, self.path, create=False)
+        return type(self).reopen_from(self.reopen_spec())
+
+    def reopen_spec(self):
+        return {"path": str(self.path), "model": str(self.model_dir)}
+
+    @classmethod
+    def reopen_from(cls, spec):
+        # Qdrant stores no embedding function: a user passes the model again (the recorded fingerprint guards it).
+        db = BGESigLIPQdrant(path=spec["path"], model=spec["model"], device="cpu", model_name=MODEL)
+        return cls(db, spec["model"], Path(spec["path"]), create=False)
 
 
 class BulkIngestHarness(QdrantHarness):
     """Adds through ``add_images`` / ``add_texts``; storage in memory."""
 
-    def add_images(self, ids: Sequence[str], images: Sequence[Any]) -> None:
-        self.db.add_images(
-            COLLECTION, images, ids=[point_id(h) for h in ids], payloads=[{"hid": h} for h in ids]
-        )
+    @classmethod
+    def create(cls, model_dir: Path) -> "BulkIngestHarness":
+        return cls(BGESigLIPQdrant(":memory:", model=model_dir, device="cpu", model_name=MODEL), model_dir)
 
-    def add_texts(self, ids: Sequence[str], texts: Sequence[str]) -> None:
-        self.db.add_texts(COLLECTION, texts, ids=[point_id(h) for h in ids], payloads=[{"hid": h} for h in ids])
+    def add_images(self, ids, images, metadatas=None):
+        self.db.add_images(COLLECTION, images, ids=[point_id(h) for h in ids], payloads=_payloads(ids, metadatas))
 
-    def reopen(self) -> "BulkIngestHarness":
-        # ":memory:" storage lives in its client and cannot be opened by a second one: the closest equivalent is a new
-        # wrapper (and a new client object handle) on that same storage. Disk reopening is covered by the other
-        # harness and, across processes, by test_adapter.py.
-        other = BulkIngestHarness.__new__(BulkIngestHarness)
-        other.model_dir, other.location, other.path = self.model_dir, self.location, self.path
-        other.db = BGESigLIPQdrant(self.db.client, model=self.model_dir, device="cpu", model_name=MODEL)
-        other.vectorizer = other.db.vectorizer
+    def add_texts(self, ids, texts, metadatas=None):
+        self.db.add_texts(COLLECTION, texts, ids=[point_id(h) for h in ids], payloads=_payloads(ids, metadatas))
+
+    def add_images_by_content(self, images):
+        return self.db.add_images(COLLECTION, images).ids
+
+    def add_texts_by_content(self, texts):
+        return self.db.add_texts(COLLECTION, texts).ids
+
+    upsert_images = add_images  # bulk ingest upserts: a known id is replaced
+    upsert_texts = add_texts
+
+    def reopen(self):
+        # ":memory:" lives in its client: a new client on that connection (the model record is read again).
+        return type(self)(BGESigLIPQdrant(self.db.client, model=self.model_dir, device="cpu", model_name=MODEL),
+                          self.model_dir, create=False)
+
+
+class AsyncHarness(c.StoreHarness):
+    """Everything through ``AsyncBGESigLIPQdrant`` (in memory): the sync methods run its coroutines, so both paths
+    read and write one storage."""
+
+    def __init__(self, db: AsyncBGESigLIPQdrant, model_dir: Path, create: bool = True) -> None:
+        self.db, self.model_dir = db, Path(model_dir)
+        self.vectorizer = db.vectorizer
+        if create:
+            asyncio.run(db.create_collection(COLLECTION))
+
+    async def async_add_images(self, ids, images, metadatas=None):
+        await self.db.add_images(COLLECTION, images, ids=[point_id(h) for h in ids],
+                                 payloads=_payloads(ids, metadatas))
+
+    async def async_add_texts(self, ids, texts, metadatas=None):
+        await self.db.upsert(COLLECTION, points=[  # stock objects through the async upsert
+            models.PointStruct(id=point_id(hid), vector=models.Document(text=text, model=MODEL), payload=payload)
+            for hid, text, payload in zip(ids, texts, _payloads(ids, metadatas))])
+
+    async def async_query_text(self, text, k):
+        return _hids(await self.db.query_points(COLLECTION, query=models.Document(text=text, model=MODEL), limit=k))
+
+    async def async_query_image(self, image, k):
+        return _hids(await self.db.query_points(COLLECTION, query=models.Image(image=image, model=MODEL), limit=k))
+
+    def add_images(self, ids, images, metadatas=None):
+        asyncio.run(self.async_add_images(ids, images, metadatas))
+
+    def add_texts(self, ids, texts, metadatas=None):
+        asyncio.run(self.async_add_texts(ids, texts, metadatas))
+
+    def query_text(self, text, k):
+        return asyncio.run(self.async_query_text(text, k))
+
+    def query_image(self, image, k):
+        return asyncio.run(self.async_query_image(image, k))
+
+    def count(self):
+        return asyncio.run(self.db.count(COLLECTION, exact=True)).count
+
+    def with_model(self, model_dir):
+        other = AsyncHarness.__new__(AsyncHarness)
+        other.db = AsyncBGESigLIPQdrant(self.db.client, model=model_dir, device="cpu", model_name=MODEL)
+        other.model_dir, other.vectorizer = Path(model_dir), other.db.vectorizer
         return other
 
+    def change_model(self, model_dir):
+        other = AsyncBGESigLIPQdrant(self.db.client, model=model_dir, device="cpu", model_name=MODEL)
+        asyncio.run(other.update_collection(COLLECTION, metadata={METADATA_KEY: other.model_record()}))
 
-class TestQdrantStockTypesContract(AdapterContractTests):
+    def stored_config(self):
+        return asyncio.run(self.db.get_collection(COLLECTION)).config.model_dump(mode="json")
+
+    def reopen(self):
+        db = AsyncBGESigLIPQdrant(self.db.client, model=self.model_dir, device="cpu", model_name=MODEL)
+        return AsyncHarness(db, self.model_dir, create=False)
+
+    def close(self):
+        asyncio.run(self.db.close())
+
+
+_IN_MEMORY = ("':memory:' storage lives in its client and cannot be opened by another process; reopening from "
+              "disk in a new process is run by TestQdrantStockTypesContract")
+_ASYNC_ELSEWHERE = "the async client is run by TestQdrantAsyncContract (AsyncBGESigLIPQdrant)"
+
+
+class TestQdrantStockTypesContract(c.ContractTests, c.AddTests, c.RankingTests, c.BadBatchTests, c.MetadataTests,
+                                   c.ExplicitIdTests, c.UpsertTests, c.DeleteTests, c.ModelGuardTests,
+                                   c.ReopenTests):
+    opt_outs = {
+        "ContentIdTests": "a stock PointStruct carries the caller's id; content-derived ids are bulk ingest's, run "
+                          "by TestQdrantBulkIngestContract",
+        "AsyncTests": _ASYNC_ELSEWHERE,
+        "AsyncOffLoopTests": _ASYNC_ELSEWHERE,
+    }
+
     @pytest.fixture
     def harness(self, bge_siglip_model_dir, tmp_path):
-        return StockTypesHarness(bge_siglip_model_dir, None, tmp_path / "qdrant")
+        return StockTypesHarness.create(bge_siglip_model_dir, tmp_path / "qdrant")
 
 
-class TestQdrantBulkIngestContract(AdapterContractTests):
+class TestQdrantBulkIngestContract(c.ContractTests, c.AddTests, c.RankingTests, c.BadBatchTests, c.MetadataTests,
+                                   c.ExplicitIdTests, c.ContentIdTests, c.UpsertTests, c.DeleteTests,
+                                   c.ModelGuardTests):
+    opt_outs = {"ReopenTests": _IN_MEMORY, "AsyncTests": _ASYNC_ELSEWHERE, "AsyncOffLoopTests": _ASYNC_ELSEWHERE}
+
     @pytest.fixture
     def harness(self, bge_siglip_model_dir):
-        return BulkIngestHarness(bge_siglip_model_dir, ":memory:", None)
+        return BulkIngestHarness.create(bge_siglip_model_dir)
+
+
+class TestQdrantAsyncContract(c.ContractTests, c.AddTests, c.RankingTests, c.BadBatchTests, c.ModelGuardTests,
+                              c.AsyncTests, c.AsyncOffLoopTests):
+    opt_outs = {
+        "ReopenTests": _IN_MEMORY,
+        "MetadataTests": "the payload path is the sync client's (the same code), run by the other two classes",
+        "ExplicitIdTests": "bulk ingest's ids are the sync client's code, run by TestQdrantBulkIngestContract",
+        "ContentIdTests": "bulk ingest's ids are the sync client's code, run by TestQdrantBulkIngestContract",
+        "UpsertTests": "upsert is run by the sync classes; the async one shares its resolution code",
+        "DeleteTests": "delete is qdrant-client's own method, untouched by the adapter; run by the sync classes",
+    }
+
+    @pytest.fixture
+    def harness(self, bge_siglip_model_dir):
+        return AsyncHarness(AsyncBGESigLIPQdrant(":memory:", model=bge_siglip_model_dir, device="cpu",
+                                                 model_name=MODEL), bge_siglip_model_dir)

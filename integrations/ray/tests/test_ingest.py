@@ -155,8 +155,10 @@ def test_a_run_killed_with_sigkill_then_resumed_ends_with_exactly_n_points(ray_s
         source.write_text("".join(json.dumps(r) + "\n" for r in rows))
         target = f"qdrant:{tmp_path / 'q'}#photos"
         server.stalled.set()  # the URL rows hang: the run is caught half-way, after the file rows were written
-        command = [sys.executable, "-m", "bge_siglip_vectorizer.cli", "ingest", str(source), "--into", target,
-                   "--model", str(bge_siglip_model_dir), "--batch-size", "4", "--url-timeout-s", "300", "--device", "cpu", "--progress"]
+        # The test server is on loopback, which URL fetching refuses unless allowed.
+        command = [sys.executable, "-m", "bge_siglip_vectorizer", "ingest", str(source), "--into", target,
+                   "--model", str(bge_siglip_model_dir), "--batch-size", "4", "--url-timeout-s", "300", "--device", "cpu",
+                   "--allow-private-urls", "127.0.0.1", "--progress"]
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         seen = bytearray()
 
@@ -188,9 +190,12 @@ def test_a_run_killed_with_sigkill_then_resumed_ends_with_exactly_n_points(ray_s
             half.close()
         assert 4 <= partial < 16  # the kill left a partial store behind
 
-        resumed = ingest(source, target, bge_siglip_model_dir, ray="local", batch_size=4, device="cpu")
+        loopback = ("127.0.0.1",)
+        resumed = ingest(source, target, bge_siglip_model_dir, ray="local", batch_size=4, device="cpu",
+                         allow_private_urls=loopback)
         assert (resumed.written, resumed.failed, resumed.count) == (16, 0, 16)
-        again = ingest(source, target, bge_siglip_model_dir, batch_size=6, device="cpu")  # in-process, once more
+        again = ingest(source, target, bge_siglip_model_dir, batch_size=6, device="cpu",  # in-process, once more
+                       allow_private_urls=loopback)
         assert again.count == 16
     finally:
         server.close()

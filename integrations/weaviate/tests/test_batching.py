@@ -236,14 +236,14 @@ def test_the_queue_holds_patches_not_decoded_images(start_server, png_b64, bge_s
 def test_images_are_decoded_one_at_a_time_under_a_decode_slot(monkeypatch, png_b64, bge_siglip_vectorizer) -> None:
     slots = threading.BoundedSemaphore(1)
     decoded: list[int] = []
-    real_load = protocol.load_base64_image
+    real_decode = protocol.decode_base64
 
-    def load(item, index, limits):  # noqa: ANN001
+    def decode(item, index):  # noqa: ANN001
         assert not slots.acquire(blocking=False), "decoding outside a decode slot"
         decoded.append(index)
-        return real_load(item, index, limits)
+        return real_decode(item, index)
 
-    monkeypatch.setattr(protocol, "load_base64_image", load)
+    monkeypatch.setattr(protocol, "decode_base64", decode)
     images = [png_b64(20 + i, 30 + 7 * i, 40) for i in range(3)]
     request = decode_request(VectorizeRequest(texts=["x", ""], images=images), bge_siglip_vectorizer, slots)
     texts, prepared = request.texts, request.images

@@ -8,21 +8,39 @@ comes from the core :class:`~bge_siglip_vectorizer.Vectorizer`; this module only
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from pathlib import Path
+import typing
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from chromadb.api.types import URI, DataLoader, Embeddable, EmbeddingFunction, Embeddings, Space
 from chromadb.utils.embedding_functions import known_embedding_functions, register_embedding_function
 
-from bge_siglip_vectorizer import InvalidInputError, Vectorizer, shared_vectorizer
+from bge_siglip_vectorizer import (
+    InvalidInputError,
+    ModelMismatchError,
+    Vectorizer,
+    VectorizerOptions,
+    model_reference,
+    resolve_model_reference,
+    shared_vectorizer,
+    vector_option_names,
+)
 
 __all__ = ["BGESigLIPEmbeddingFunction", "ImageURI", "ImageURILoader", "NAME"]
 
 #: The registry key stored in every collection's config. Namespaced so it cannot clash with Chroma's own names.
 NAME = "bge-siglip"
-_CONFIG_KEYS = frozenset({"model", "device", "batch_size", "max_num_patches", "fingerprint"})
+# Every option of the core is an option of the function: derived, so a field the core adds is accepted here too.
+_OPTION_TYPES: dict[str, Any] = {
+    f.name: typing.get_type_hints(VectorizerOptions)[f.name] for f in dataclasses.fields(VectorizerOptions)
+}
+# Options that change the vectors are always written to the config (null = the default), so a reopened collection
+# embeds as the one that wrote it even if a later release changes a default.
+_VECTOR_OPTIONS = vector_option_names(VectorizerOptions)
+_OWN_KEYS = ("model", "batch_size", "fingerprint")
+_CONFIG_KEYS = frozenset(_OWN_KEYS) | frozenset(_OPTION_TYPES)
 
 
 class ImageURI(str):
@@ -67,43 +85,50 @@ class BGESigLIPEmbeddingFunction(EmbeddingFunction[Embeddable]):
     before Chroma writes anything.
 
     Args:
-        model: a BGE-SigLIP model directory or hub id (stored in the collection config; local paths are stored
-            absolute so another working directory or process finds them).
-        device: ``"cpu"``, ``"cuda"``, ... ; ``None`` lets the core choose (stored as ``null``, so a reopened
-            collection picks the best device of the machine that opens it).
+        model: a BGE-SigLIP model directory or hub id. Stored in the collection config as a portable reference
+            (:func:`bge_siglip_vectorizer.model_reference`): a hub id as given, ``$BGE_SIGLIP_MODEL_DIR/<name>``
+            for a directory inside that folder (resolved on the machine that opens the collection), otherwise the
+            absolute path.
         batch_size: items per forward pass.
-        max_num_patches: image detail budget (``None``: the model's saved value).
+        **options: any field of the core's :class:`~bge_siglip_vectorizer.VectorizerOptions` (``device``,
+            ``max_num_patches``, ``dtype``, ``backend``, ``max_image_pixels``, ``allow_urls``, ...). The ones given
+            are stored in the config, so a reopened collection decodes and embeds the same way; options that change
+            vectors (``max_num_patches``, ...) are stored even when left at their default (``null``).
     """
 
-    def __init__(
-        self,
-        model: str | os.PathLike[str],
-        *,
-        device: Optional[str] = None,
-        batch_size: int = 32,
-        max_num_patches: Optional[int] = None,
-    ) -> None:
-        config = {
-            "model": _model_reference(model),
-            "device": device,
-            "batch_size": batch_size,
-            "max_num_patches": max_num_patches,
-        }
+    def __init__(self, model: str | os.PathLike[str], *, batch_size: int = 32, **options: Any) -> None:
+        unknown = sorted(set(options) - set(_OPTION_TYPES))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unknown options {unknown}; it takes batch_size and the "
+                            f"core's VectorizerOptions: {sorted(_OPTION_TYPES)}")
+        config: Dict[str, Any] = {"model": model_reference(model), "batch_size": batch_size}
+        config.update({name: options.get(name) for name in _VECTOR_OPTIONS})
+        config.update({name: value for name, value in options.items() if value is not None})
         self.validate_config(config)
         self.model: str = config["model"]
-        self.device = device
-        self.batch_size = batch_size
-        self.max_num_patches = max_num_patches
+        self.batch_size: int = batch_size
+        #: the core options this function was made with (stored in the config; None-valued ones mean "default")
+        self.options: Dict[str, Any] = {name: config[name] for name in _OPTION_TYPES if name in config}
         # Eager, but cheap after the first time: shared_vectorizer keeps one model per (model, options) per process,
         # and Chroma calls build_from_config on every add/query of a reopened collection.
-        options = {k: v for k, v in (("device", device), ("max_num_patches", max_num_patches)) if v is not None}
-        self._vectorizer = shared_vectorizer(self.model, **options)
-        self.fingerprint = self._vectorizer.fingerprint
+        self._vectorizer = shared_vectorizer(resolve_model_reference(self.model), **self.options)
+        self.fingerprint: str = self._vectorizer.fingerprint
 
     @property
     def vectorizer(self) -> Vectorizer:
         """The process-wide shared core Vectorizer behind this function."""
         return self._vectorizer
+
+    @classmethod
+    def from_collection(cls, collection: Any) -> "BGESigLIPEmbeddingFunction":
+        """The function of a collection (e.g. one reopened with ``get_collection(name)``), rebuilt from its stored
+        config: call it yourself for mixed batches (``embeddings=ef(items)``)."""
+        function = getattr(collection, "_embedding_function", None)
+        if not isinstance(function, cls):
+            function = collection.configuration.get("embedding_function")
+        if not isinstance(function, cls):
+            raise ValueError(f"collection {collection.name!r} does not use {NAME} (its function: {function!r})")
+        return function
 
     def __call__(self, input: Embeddable) -> Embeddings:
         """One float32 vector per item, in order; Chroma calls this for ``add``/``upsert``/``update``."""
@@ -135,14 +160,8 @@ class BGESigLIPEmbeddingFunction(EmbeddingFunction[Embeddable]):
         return False
 
     def get_config(self) -> Dict[str, Any]:
-        return {
-            "model": self.model,
-            "device": self.device,
-            "batch_size": self.batch_size,
-            "max_num_patches": self.max_num_patches,
-            # Identifies the vector space, wherever the model directory lives (see build_from_config).
-            "fingerprint": self.fingerprint,
-        }
+        # fingerprint: identifies the vector space, wherever the model directory lives (see build_from_config).
+        return {"model": self.model, "batch_size": self.batch_size, **self.options, "fingerprint": self.fingerprint}
 
     @staticmethod
     def build_from_config(config: Dict[str, Any]) -> "BGESigLIPEmbeddingFunction":
@@ -150,19 +169,11 @@ class BGESigLIPEmbeddingFunction(EmbeddingFunction[Embeddable]):
         if not config.get("fingerprint"):
             # Every config this adapter stores names its model's fingerprint; without one nothing could be checked.
             raise ValueError(f"{NAME} config has no model fingerprint; it was not written by bge-siglip-chroma")
-        function = BGESigLIPEmbeddingFunction(
-            model=config["model"],
-            device=config.get("device"),
-            batch_size=config.get("batch_size", 32),
-            max_num_patches=config.get("max_num_patches"),
-        )
-        stored = config["fingerprint"]
-        if stored != function.fingerprint:
-            # E.g. the directory was retrained in place: its vectors would silently not match the stored ones.
-            raise ValueError(
-                f"the model at {config['model']!r} is not the one this collection was embedded with (fingerprint "
-                f"{function.fingerprint[:12]} != {stored[:12]}); re-embed into a new collection, or restore the model"
-            )
+        options = {name: value for name, value in config.items() if name in _OPTION_TYPES}
+        function = BGESigLIPEmbeddingFunction(config["model"], batch_size=config.get("batch_size", 32), **options)
+        # E.g. the directory was retrained in place: its vectors would silently not match the stored ones.
+        check_same_model(config, function.fingerprint, f"the collection embedded with {config['model']!r}",
+                         hint="restore the model it was made with")
         return function
 
     @staticmethod
@@ -172,39 +183,49 @@ class BGESigLIPEmbeddingFunction(EmbeddingFunction[Embeddable]):
             raise ValueError(f"{NAME} config must be a dict, got {type(config).__name__}")
         unknown = sorted(set(config) - _CONFIG_KEYS)
         if unknown:
-            # A newer adapter may have added a setting that changes vectors: refuse rather than silently ignore it.
+            # A newer adapter or core may have added a setting that changes vectors: refuse rather than ignore it.
             raise ValueError(f"{NAME} config has unknown keys {unknown}; upgrade bge-siglip-chroma")
         model = config.get("model")
         if not isinstance(model, str) or not model.strip():
             raise ValueError(f"{NAME} config 'model' must be a non-empty string, got {model!r}")
-        device = config.get("device")
-        if device is not None and not isinstance(device, str):
-            raise ValueError(f"{NAME} config 'device' must be a string or null, got {device!r}")
         fingerprint = config.get("fingerprint")
         if fingerprint is not None and not isinstance(fingerprint, str):
             raise ValueError(f"{NAME} config 'fingerprint' must be a string, got {fingerprint!r}")
-        for key in ("batch_size", "max_num_patches"):
-            value = config.get(key)
-            if value is None:
-                continue  # absent or null: the default
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{NAME} config {key!r} must be a positive integer, got {value!r}")
+        batch_size = config.get("batch_size")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size < 1):
+            raise ValueError(f"{NAME} config 'batch_size' must be a positive integer, got {batch_size!r}")
+        options = {name: value for name, value in config.items() if name in _OPTION_TYPES}
+        for name, value in options.items():
+            if value is not None and not _has_type(value, _OPTION_TYPES[name]):
+                raise ValueError(f"{NAME} config {name!r} must be {_OPTION_TYPES[name]}, got {value!r}")
+        try:
+            VectorizerOptions(**options)  # the core's own range and choice checks
+        except ValueError as exc:
+            raise ValueError(f"{NAME} config: {exc}") from None
 
     def validate_config_update(self, old_config: Dict[str, Any], new_config: Dict[str, Any]) -> None:
-        """Device, batch size, patch budget and the model's location may change; the model itself may not (stored
-        vectors would no longer match). Models are compared by fingerprint, so a moved directory is accepted and
-        a different model at the same path is refused."""
-        if new_config.get("fingerprint") != old_config.get("fingerprint"):
-            raise ValueError(
-                f"cannot change the model of a {NAME} collection from {old_config.get('model')!r} to "
-                f"{new_config.get('model')!r}: its stored vectors would no longer match; re-embed into a new collection"
-            )
+        """Options and the model's location may change; the model itself may not (stored vectors would no longer
+        match). Models are compared by fingerprint, so a moved directory is accepted and a different model at the
+        same path is refused with :class:`~bge_siglip_vectorizer.ModelMismatchError`."""
+        check_same_model(old_config, new_config.get("fingerprint") or "", "this collection")
 
 
-def _model_reference(model: str | os.PathLike[str]) -> str:
-    # A local directory is stored absolute (a relative path breaks in another cwd); a hub id is stored as given.
-    path = Path(model).expanduser()
-    return str(path.resolve()) if path.exists() else os.fspath(model)
+def check_same_model(stored_config: Dict[str, Any], fingerprint: str, where: str, hint: str = "") -> None:
+    """``ModelMismatchError`` unless ``fingerprint`` is the one in a stored config (the guards' one comparison)."""
+    stored = stored_config.get("fingerprint") or ""
+    if stored != fingerprint:
+        raise ModelMismatchError(where, stored, fingerprint, hint)
+
+
+def _has_type(value: Any, annotation: Any) -> bool:
+    # JSON scalars only (what Chroma stores): bool is not accepted for int/float, int is for float.
+    allowed = typing.get_args(annotation) or (annotation,)
+    if isinstance(value, bool):
+        return bool in allowed
+    if isinstance(value, int) and (int in allowed or float in allowed):
+        return True
+    return any(isinstance(value, t) for t in allowed if t in (float, str))
 
 
 def _as_items(input: Any) -> list[Any]:

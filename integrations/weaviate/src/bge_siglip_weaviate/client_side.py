@@ -11,6 +11,7 @@ queried in the other.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -22,11 +23,13 @@ from weaviate.classes.config import Configure, DataType, Property
 from weaviate.classes.data import DataObject
 from weaviate.classes.query import MetadataQuery
 
-from bge_siglip_vectorizer import Vectorizer, shared_vectorizer
+from bge_siglip_vectorizer import Vectorizer, VectorizerOptions, shared_vectorizer
 
 __all__ = ["ClientSideCollection", "InsertError", "self_provided_collection_arguments"]
 
 _DATA_URI_PREFIX = re.compile(r"^data:[^,]*;base64,", re.I)
+# The core's options are accepted by name (derived: a field the core adds is accepted too).
+_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(VectorizerOptions))
 
 
 class InsertError(RuntimeError):
@@ -66,6 +69,8 @@ class ClientSideCollection:
     ``vectorizer``: a ``Vectorizer`` or a model directory / hub id (then the process-wide shared instance).
     ``image_property`` / ``text_property``: where the raw image (base64) and the text are stored; ``None`` stores
     neither. ``vector_name``: the named vector to write and search (``None``: the collection's single vector).
+    ``**options``: fields of the core's ``VectorizerOptions`` (``device``, ``max_num_patches``, ...) for a model
+    given by name.
     """
 
     def __init__(
@@ -77,9 +82,18 @@ class ClientSideCollection:
         text_property: str | None = "text",
         vector_name: str | None = None,
         batch_size: int = 32,
+        **options: Any,
     ) -> None:
+        unknown = sorted(set(options) - _OPTION_NAMES)
+        if unknown:
+            raise TypeError(f"unknown options {unknown}; the core's options are {sorted(_OPTION_NAMES)}")
+        if isinstance(vectorizer, Vectorizer):
+            if options:
+                raise ValueError(f"options {sorted(options)} apply to a model name, not to a loaded Vectorizer")
+            self.vectorizer = vectorizer
+        else:
+            self.vectorizer = shared_vectorizer(vectorizer, **options)
         self.collection = collection
-        self.vectorizer = vectorizer if isinstance(vectorizer, Vectorizer) else shared_vectorizer(vectorizer)
         self.image_property = image_property
         self.text_property = text_property
         self.vector_name = vector_name
@@ -98,7 +112,9 @@ class ClientSideCollection:
         extra_properties: Sequence[Property] = (),
         **create_options: Any,
     ) -> "ClientSideCollection":
-        """Create collection ``name`` (self-provided vectors) and wrap it."""
+        """Create collection ``name`` (self-provided vectors) and wrap it. Keyword arguments that are core options
+        (``device``, ...) configure the model; the others go to ``client.collections.create``."""
+        options = {key: create_options.pop(key) for key in list(create_options) if key in _OPTION_NAMES}
         collection = client.collections.create(
             name,
             **self_provided_collection_arguments(
@@ -110,7 +126,7 @@ class ClientSideCollection:
             ),
         )
         return cls(collection, vectorizer, image_property=image_property, text_property=text_property,
-                   vector_name=vector_name)
+                   vector_name=vector_name, **options)
 
     # ------------------------------------------------------------------------------------------- writing
     def prepare_images(

@@ -4,7 +4,7 @@ Weaviate sends ``{"texts": [...], "images": [...]}`` (either field may be missin
 ``{"textVectors": [...], "imageVectors": [...]}`` back, or ``{"error": "..."}`` with a status >= 400 (see
 the contract in weaviate/weaviate ``modules/multi2vec-clip/clients``).
 
-Images arrive as base64 of the file bytes. They are decoded by the core's ``load_base64_image``, not its generic
+Images arrive as base64 of the file bytes. They are turned into bytes by the core's ``decode_base64``, not its generic
 ``load_image``: that one also opens file paths and fetches URLs, which a network server must never do on behalf of a
 remote caller (server-side file read, SSRF). Only the OpenAI-compatible API may fetch ``http(s)`` URLs, and only
 when the operator allows them (``--allow-urls``); the core's URL fetching and its guards then apply.
@@ -34,7 +34,7 @@ from bge_siglip_vectorizer import (
     InvalidTextError,
     PatchedImage,
     Vectorizer,
-    load_base64_image,
+    decode_base64,
     validate_text,
 )
 
@@ -154,14 +154,13 @@ def prepare_image(
                               "--allow-urls); send the image as base64 or a data URI", index=index)
     slot: ContextManager[Any] = decode_slots if decode_slots is not None else contextlib.nullcontext()
     with slot:
-        # A URL is fetched by the core, with its own limits and guards; base64 is decoded here, never a path.
-        image = item.strip() if is_url else load_base64_image(item, index, vectorizer.limits)
+        # A URL is fetched by the core, with its own limits and guards; base64 becomes file bytes here, never a path.
+        # The core then decodes either like any file (reduced where the format allows, within its pixel budget).
         try:
-            return vectorizer.prepare_images([image], show_progress=False)[0]
+            source = item.strip() if is_url else decode_base64(item, index)
+            return vectorizer.prepare_images([source], show_progress=False)[0]
         except InvalidInputError as exc:
             error = exc.at(index)  # the core numbered it 0 in its one-item list
-        finally:
-            del image  # the full-size image goes before the slot is given back
     # Raised outside the handler: no __context__ chain keeping the decode frames (and the image) alive.
     raise error
 

@@ -10,10 +10,9 @@ refuses no image the library accepts.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 
-from bge_siglip_vectorizer import MODEL_NAME, VectorizerOptions, check_options, option
+from bge_siglip_vectorizer import MODEL_NAME, VectorizerOptions, available_cpus, option
 
 __all__ = ["ServerSettings", "ENV_PREFIX"]
 
@@ -51,6 +50,9 @@ class ServerSettings(VectorizerOptions):
                        help="port (8080, like the reference container; pick another when Weaviate runs on the same "
                             "host, it listens on 8080 too)")
     # Weaviate sends base64 only and /vectorize never fetches; URLs are an opt-in of the OpenAI-compatible API.
+    # A server never opens a path a remote caller names (base64 and, if allowed, URLs only).
+    allow_local_files: bool = option(False, cli=False, help="never: remote callers do not name server files")
+    max_file_bytes: int | None = option(None, cli=False, help="unused: no local files")
     allow_urls: bool = option(False, group="security",
                               help="fetch http(s) image URLs sent to /v1/embeddings with modality 'image' (default "
                                    "off: a server fetching URLs for remote callers can be pointed at internal "
@@ -105,7 +107,7 @@ class ServerSettings(VectorizerOptions):
                             help="log level")
 
     def __post_init__(self) -> None:
-        check_options(self)
+        super().__post_init__()
         if self.max_items_per_request > self.max_queue_items:
             # A request bigger than the whole queue could never be admitted: it would wait forever.
             raise ValueError(
@@ -123,7 +125,7 @@ class ServerSettings(VectorizerOptions):
     @property
     def decode_slots(self) -> int:
         """How many images may be decoded at full size at once."""
-        return self.max_concurrent_decodes or os.cpu_count() or 1
+        return self.max_concurrent_decodes or available_cpus()
 
     def vectorizer_options(self) -> VectorizerOptions:
         """The core options among these settings (what the model is loaded with)."""

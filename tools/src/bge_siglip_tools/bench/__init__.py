@@ -1,8 +1,9 @@
 """``bge-siglip bench``: our path vs the path a user would otherwise take, measured in the same run.
 
-Seven scenarios (see ``BENCHMARKS.md``): preprocessing, end-to-end ingest into Chroma and Qdrant, the Weaviate
+Nine scenarios (see ``BENCHMARKS.md``): preprocessing, end-to-end ingest into Chroma and Qdrant, the Weaviate
 inference server with and without batching, per-item vs batched encoding, ONNX fp32/int8, text vs FlagEmbedding,
-and throughput scaling. The full run uses the real architectures (SigLIP-2 So400m/16 NaFlex, XLM-R-large / BGE-M3)
+throughput scaling, photo files with reduced decoding, and Ray Data. The full run uses the real architectures
+(SigLIP-2 So400m/16 NaFlex, XLM-R-large / BGE-M3)
 with random weights, built once into a cache folder; ``--quick`` uses 2-layer versions and few items, to prove the
 harness works (CI) — its numbers are not speed claims.
 
@@ -30,13 +31,17 @@ __all__ = ["add_arguments", "run", "main", "NAMES", "DESCRIPTION"]
 DESCRIPTION = """\
 Benchmarks: our path vs the path a user would otherwise take, in the same run on the same machine; ratios.
   1 preprocess  NaFlex preprocessing vs transformers' Siglip2 image processor (target >= 3x)
-  2 ingest      files -> Chroma / Qdrant through the adapters vs the pure forward (>= 0.9x)
+  2 ingest      files -> Chroma / Qdrant / Milvus / LanceDB through the adapters vs the pure forward (>= 0.9x)
   3 server      Weaviate inference server, batching vs one request at a time, 32 clients (>= 2.5x)
   4 per-item    one forward per item (Chroma's OpenCLIP pattern) vs batched encode_images
   5 onnx        ONNX Runtime fp32 / int8 vs torch (int8 >= 1.5x at cosine >= 0.99)
   6 text        encode_texts / encode_texts_all vs FlagEmbedding BGEM3FlagModel, dense and dense+sparse+colbert
                 (>= 1x, same outputs); all three vs dense alone (<= 1.10x the time: one forward)
   7 scaling     throughput vs batch size and max_num_patches 64 / 256 / 1024
+  8 photos      photo files (12/48 MP JPEG, 1080p, PNG screenshots): reduced decoding vs exact vs transformers
+                (>= 4x exact and >= 8x transformers per thread on 12 MP JPEGs, cosine >= 0.9999)
+  9 ray         files -> vectors via embed_dataset on local Ray vs in-process encode_images (>= 0.85x), and
+                the decode stage's images/s per CPU
 The full run builds SigLIP-2 So400m/16 + XLM-R-large (random weights) once into the cache (~5 min, ~10 GB), then
 takes ~16-22 min on 2 CPU cores. See BENCHMARKS.md.
 """

@@ -1,8 +1,10 @@
 """Benchmark inputs: a varied set of photo-like images (written to disk once) and multilingual texts.
 
 Images mix what users index: 12 MP phone photos (landscape and portrait), HD frames, web images, thumbnails, a
-panorama, a transparent PNG, a palette graphic and a grayscale scan. They are synthetic (smooth colour fields,
-shapes and sensor-like noise) so JPEG decoding and resizing cost what real photos cost. Texts are captions,
+panorama, a transparent PNG, a palette graphic and a grayscale scan; :data:`PHOTO_GROUPS` are the files of the
+photos scenario (12 and 48 MP phone JPEGs, 1080p frames, 2560x1440 PNG screenshots). They are synthetic (smooth
+colour fields, shapes and sensor-like noise; screenshots of flat panels and text-like runs) so decoding and resizing
+cost what real photos and screens cost. Texts are captions,
 search queries and short passages in 11 languages; the same sentences train the benchmark tokenizer.
 """
 
@@ -17,6 +19,8 @@ from typing import Callable, Iterable, TypeVar
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from bge_siglip_vectorizer.testing.images import photo_image
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -63,27 +67,59 @@ QUICK = tuple(
 
 
 def photo_like(spec: ImageSpec, seed: int) -> Image.Image:
-    """A deterministic synthetic photo: smooth colour field + shapes + noise, in ``spec.mode``."""
+    """A deterministic synthetic photo (smooth colour field + shapes + noise) in ``spec.mode``: the core's test
+    generator, so the benchmark and the fidelity tests see the same kind of picture."""
+    return photo_image(spec.width, spec.height, spec.mode, seed)
+
+
+def screenshot_like(spec: ImageSpec, seed: int) -> Image.Image:
+    """A deterministic synthetic screenshot: flat panels, title bars, lines of text-like glyph runs and one photo,
+    so PNG compresses it the way it compresses real screens (large flat areas, sharp edges)."""
     rng = np.random.default_rng(seed)
     w, h = spec.width, spec.height
-    coarse = rng.integers(0, 256, size=(max(2, h // 64), max(2, w // 64), 3), dtype=np.uint8)
-    image = Image.fromarray(coarse, "RGB").resize((w, h), Image.Resampling.BICUBIC)
+    image = Image.new("RGB", (w, h), tuple(int(c) for c in rng.integers(225, 250, size=3)))
     draw = ImageDraw.Draw(image)
-    for _ in range(6):
-        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
-        x1, y1 = x0 + int(rng.integers(w // 20 + 1, w // 3 + 2)), y0 + int(rng.integers(h // 20 + 1, h // 3 + 2))
-        colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x0, y0, x1, y1), fill=colour)
-    noise = Image.effect_noise((w, h), 24).convert("RGB")
-    image = Image.blend(image, noise, 0.12)
-    if spec.mode == "RGBA":
-        alpha = Image.linear_gradient("L").resize((w, h))
-        image = image.convert("RGBA")
-        image.putalpha(alpha)
-        return image
-    if spec.mode == "P":
-        return image.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
-    return image.convert(spec.mode)
+    for _ in range(4):  # windows
+        x0, y0 = int(rng.integers(0, w * 3 // 4)), int(rng.integers(0, h * 3 // 4))
+        x1, y1 = min(w, x0 + int(rng.integers(w // 5, w // 2))), min(h, y0 + int(rng.integers(h // 5, h // 2)))
+        draw.rectangle((x0, y0, x1, y1), fill=(255, 255, 255), outline=(180, 180, 190))
+        draw.rectangle((x0, y0, x1, y0 + max(8, h // 40)), fill=tuple(int(c) for c in rng.integers(40, 120, size=3)))
+        line = max(6, h // 90)
+        for y in range(y0 + 3 * line, y1 - line, 2 * line):  # text: runs of dark "words"
+            x = x0 + line
+            while x < x1 - 4 * line:
+                word = int(rng.integers(2, 9)) * line // 2
+                draw.rectangle((x, y, min(x + word, x1 - line), y + line), fill=(30, 30, 40))
+                x += word + line
+    photo = photo_like(ImageSpec(max(16, w // 4), max(16, h // 4), "RGB", "PNG", "photo"), seed)
+    image.paste(photo, (w // 2, h // 2))
+    return image
+
+
+def render(spec: ImageSpec, seed: int) -> Image.Image:
+    """The synthetic picture for ``spec``: a screenshot for screenshot kinds, a photo otherwise."""
+    return screenshot_like(spec, seed) if "screenshot" in spec.kind else photo_like(spec, seed)
+
+
+# The photos users have, by group (the photos scenario and ingest read these files).
+PHOTO_GROUPS: dict[str, tuple[ImageSpec, ...]] = {
+    "12 MP JPEG": (ImageSpec(4032, 3024, "RGB", "JPEG", "12 MP phone photo"),
+                   ImageSpec(3024, 4032, "RGB", "JPEG", "12 MP portrait photo")),
+    "48 MP JPEG": (ImageSpec(8064, 6048, "RGB", "JPEG", "48 MP phone photo"),),
+    "1080p JPEG": (ImageSpec(1920, 1080, "RGB", "JPEG", "1080p video frame"),),
+    "1440p PNG": (ImageSpec(2560, 1440, "RGB", "PNG", "2560x1440 screenshot"),),
+}
+
+
+def photo_files(directory: Path, per_group: int, quick: bool, seed: int = 500) -> dict[str, list[Path]]:
+    """``per_group`` files of each of :data:`PHOTO_GROUPS` (``--quick``: a fifth of the size), created once."""
+    files: dict[str, list[Path]] = {}
+    for g, (group, kinds) in enumerate(PHOTO_GROUPS.items()):
+        specs = [kinds[i % len(kinds)] for i in range(per_group)]
+        if quick:
+            specs = [ImageSpec(max(16, s.width // 5), max(16, s.height // 5), s.mode, s.fmt, s.kind) for s in specs]
+        files[group] = image_files(directory, per_group, quick, seed=seed + 100 * g, specs=specs)
+    return files
 
 
 def specs_for(n: int, quick: bool) -> list[ImageSpec]:
@@ -101,7 +137,7 @@ def image_files(directory: Path, n: int, quick: bool, seed: int = 0, specs: list
         path = directory / f"{seed + i:04d}_{spec.width}x{spec.height}_{spec.mode}.{ext}"
         if not path.exists():
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            photo_like(spec, seed + i).save(tmp, format=spec.fmt, **({"quality": 90} if spec.fmt == "JPEG" else {}))
+            render(spec, seed + i).save(tmp, format=spec.fmt, **({"quality": 90} if spec.fmt == "JPEG" else {}))
             tmp.rename(path)
         return path
 

@@ -14,6 +14,7 @@ MODULES: dict[str, str] = {
     "onnx": "onnx_runtime",
     "text": "text",
     "scaling": "scaling",
+    "photos": "photos",
     "ray": "ray",
     "ui": "ui",
 }

@@ -23,7 +23,7 @@ from .. import data
 from ..common import Measurement, ScenarioResult, interleaved, log, measured
 from ..context import BenchContext
 
-NAME, NUMBER = "ray", 8
+NAME, NUMBER = "ray", 9
 TITLE = "Ray Data embed_dataset (local) vs in-process encode_images"
 TARGET = 0.85
 

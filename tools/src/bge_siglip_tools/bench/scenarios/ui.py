@@ -1,4 +1,4 @@
-"""9. The search page (``bge-siglip ui``) on a generated gallery: indexing, page load, query latency, thumbnails.
+"""10. The search page (``bge-siglip ui``) on a generated gallery: indexing, page load, query latency, thumbnails.
 
 A gallery of ``plan.ui_gallery`` generated photos (10,000 in the full run, 256x192 JPEGs) is indexed by the page's
 own ``--folder`` path (content ids, Qdrant local mode, batches decoded ahead of the model) with a small random model
@@ -30,7 +30,7 @@ from .. import data
 from ..common import Measurement, ScenarioResult, interleaved, log, measured, percentile
 from ..context import BenchContext
 
-NAME, NUMBER = "ui", 9
+NAME, NUMBER = "ui", 10
 TITLE = "Search page on a generated gallery: page load, query latency, thumbnails"
 PAGE = 48
 GALLERY_SPEC = data.ImageSpec(256, 192, "RGB", "JPEG", "gallery photo")
