@@ -1,14 +1,16 @@
-"""--store: collections written by the Chroma and Qdrant adapters, searched with the core's query vectors."""
+"""--store: collections written by the Chroma, Qdrant, Milvus and LanceDB adapters, searched with the core's query
+vectors."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bge_siglip_ui.stores import StoreError, open_store
-from bge_siglip_vectorizer.testing import make_tiny_model
+from bge_siglip_vectorizer import ModelMismatchError
 
 TEXTS = ["ein Hund am Strand", "a red bicycle", "夕焼けの海"]
 
@@ -39,12 +41,40 @@ def _qdrant(root: Path, files: list[Path], model: Path, texts: list[str]) -> str
     return f"qdrant:{root / 'qdrant'}#photos"
 
 
-@pytest.fixture(params=["chroma", "qdrant"])
+def _milvus(root: Path, files: list[Path], model: Path, texts: list[str]) -> str:
+    from bge_siglip_milvus import BGESigLIPMilvus
+    from pymilvus import MilvusClient
+
+    db = BGESigLIPMilvus(MilvusClient(str(root / "milvus.db")), model=str(model))
+    db.create_collection("photos", exist_ok=True)
+    db.add_images("photos", files)
+    if texts:
+        db.add_texts("photos", texts)
+    db.client.close()
+    return f"milvus:{root / 'milvus.db'}#photos"
+
+
+def _lancedb(root: Path, files: list[Path], model: Path, texts: list[str]) -> str:
+    import bge_siglip_lancedb
+    import lancedb
+    from lancedb.embeddings import get_registry
+
+    function = get_registry().get("bge-siglip").create(model=str(model))
+    table = bge_siglip_lancedb.create_table(lancedb.connect(str(root / "lance")), "photos", function)
+    bge_siglip_lancedb.add_images(table, files)
+    if texts:
+        bge_siglip_lancedb.add_texts(table, texts)
+    return f"lancedb:{root / 'lance'}#photos"
+
+
+BUILDERS = {"chroma": _chroma, "qdrant": _qdrant, "milvus": _milvus, "lancedb": _lancedb}
+
+
+@pytest.fixture(params=list(BUILDERS))
 def built(request, gallery, tmp_path, bge_siglip_model_dir):
     """(target, image files) of a collection the adapter wrote: the gallery's images and three texts."""
     files = sorted(gallery.glob("photo*"))
-    build = {"chroma": _chroma, "qdrant": _qdrant}[request.param]
-    return build(tmp_path, files, bge_siglip_model_dir, TEXTS), files
+    return BUILDERS[request.param](tmp_path, files, bge_siglip_model_dir, TEXTS), files
 
 
 def test_search_ranks_as_the_core_and_knows_images_from_texts(built, bge_siglip_vectorizer):
@@ -77,26 +107,35 @@ def test_search_ranks_as_the_core_and_knows_images_from_texts(built, bge_siglip_
 
 def test_missing_stores_and_collections_say_what_is_there(tmp_path, gallery, bge_siglip_model_dir,
                                                           bge_siglip_vectorizer):
-    for scheme in ("qdrant", "chroma"):
-        with pytest.raises(StoreError, match="no .* folder at"):
-            open_store(f"{scheme}:{tmp_path / 'nothing'}#photos", bge_siglip_vectorizer)
     files = sorted(gallery.glob("photo*"))[:2]
-    for target in (_chroma(tmp_path, files, bge_siglip_model_dir, []), _qdrant(tmp_path, files, bge_siglip_model_dir, [])):
-        wrong = target.replace("#photos", "#holiday")
-        with pytest.raises(StoreError, match=r"no collection 'holiday' \(collections there: photos\)"):
+    for kind, build in BUILDERS.items():
+        with pytest.raises(StoreError, match=f"no .* at {re.escape(str(tmp_path / 'nothing'))}"):
+            open_store(f"{kind}:{tmp_path / 'nothing'}#photos", bge_siglip_vectorizer)
+        (tmp_path / kind).mkdir()
+        wrong = build(tmp_path / kind, files, bge_siglip_model_dir, []).replace("#photos", "#holiday")
+        with pytest.raises(StoreError, match=r"no (collection|table) 'holiday' \((collections|tables) there: photos\)"):
             open_store(wrong, bge_siglip_vectorizer)
-    with pytest.raises(ValueError, match="bge-siglip-milvus"):
-        open_store(f"milvus:{tmp_path / 'm.db'}#photos", bge_siglip_vectorizer)
+    with pytest.raises(ValueError, match="unknown store 'redis'.*qdrant, chroma, milvus, lancedb"):
+        open_store(f"redis:{tmp_path}#photos", bge_siglip_vectorizer)
 
 
-def test_a_collection_of_another_model_is_refused(tmp_path, gallery, bge_siglip_vectorizer):
+@pytest.mark.parametrize("kind", list(BUILDERS))
+def test_a_collection_of_another_model_is_refused(kind, tmp_path, gallery, bge_siglip_other_model_dir,
+                                                  bge_siglip_vectorizer):
     files = sorted(gallery.glob("photo*"))[:2]
-    other = make_tiny_model(tmp_path / "other", seed=7)  # same size, other weights: only Chroma can tell
-    with pytest.raises(StoreError, match="embedded with the model at .*other.*fingerprint"):
-        open_store(_chroma(tmp_path, files, other, []), bge_siglip_vectorizer)
-    wider = make_tiny_model(tmp_path / "wider", dim=48)
+    target = BUILDERS[kind](tmp_path, files, bge_siglip_other_model_dir, [])  # same size, other weights
+    with pytest.raises(ModelMismatchError, match="holds vectors of model"):
+        open_store(target, bge_siglip_vectorizer)
+
+
+def test_a_qdrant_collection_without_a_model_record_is_checked_by_its_vector_size(tmp_path, bge_siglip_vectorizer):
+    from qdrant_client import QdrantClient, models
+
+    client = QdrantClient(path=str(tmp_path / "plain"))
+    client.create_collection("wide", vectors_config=models.VectorParams(size=48, distance=models.Distance.COSINE))
+    client.close()
     with pytest.raises(StoreError, match="48-d vectors, but the model gives 32-d"):
-        open_store(_qdrant(tmp_path, files, wider, []), bge_siglip_vectorizer)
+        open_store(f"qdrant:{tmp_path / 'plain'}#wide", bge_siglip_vectorizer)
 
 
 def test_a_chroma_collection_without_our_function_is_refused(tmp_path, bge_siglip_vectorizer):

@@ -1,4 +1,5 @@
-"""``bge-siglip ui``: a search page for a folder of images or a Chroma / Qdrant collection, served on this machine.
+"""``bge-siglip ui``: a search page for a folder of images or a Chroma / Qdrant / Milvus / LanceDB collection, served
+on this machine.
 
     bge-siglip ui --model my-model --folder ~/Pictures
     bge-siglip ui --model my-model --store qdrant:./qdrant#photos

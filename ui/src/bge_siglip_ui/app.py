@@ -44,7 +44,6 @@ from bge_siglip_vectorizer import (
     InvalidInputError,
     Vectorizer,
     VectorizerOptions,
-    load_image,
 )
 
 from .command import UIOptions
@@ -69,6 +68,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
+#: Longest side of a converted full-size view (a screen's worth; the file itself is never changed).
+FULL_VIEW = 4096
 
 
 class ApiError(Exception):
@@ -446,8 +447,10 @@ def _as_png(file: Path, state: UIState) -> bytes:
     """A file browsers do not show (TIFF, PPM, TGA, ...), decoded by the core and sent as PNG (at most 4096 px)."""
     import io
 
-    image = load_image(file, None, state.limits)
-    image.thumbnail((4096, 4096))
+    from .thumbnails import decode_within
+
+    image = decode_within(file, state.limits, FULL_VIEW)
+    image.thumbnail((FULL_VIEW, FULL_VIEW))
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()

@@ -16,10 +16,11 @@ image, or both (a slider weighs them), and see the hits as thumbnails; click one
 this".
 
   bge-siglip ui --model my-model --folder ~/Pictures        # index the folder (only new files), then serve
-  bge-siglip ui --model my-model --store qdrant:./qdrant#photos   # or chroma:./chroma#photos, or a server URL
+  bge-siglip ui --model my-model --store qdrant:./qdrant#photos   # chroma:, milvus:, lancedb:, or a server URL
 
 --folder keeps its index in the cache folder (--cache-dir), never in the image folder. --store opens a collection
-written by the Chroma / Qdrant adapters or `bge-siglip ingest`. Served on 127.0.0.1 unless --host says otherwise.
+written by the Chroma / Qdrant / Milvus / LanceDB adapters or `bge-siglip ingest`. Served on 127.0.0.1 unless --host
+says otherwise.
 """
 
 
@@ -32,8 +33,9 @@ class UIOptions:
                                 help="a folder of images to index (searched recursively; only new or changed files "
                                      "are embedded) and search")
     store: str | None = option(None, metavar="TARGET",
-                               help="an existing collection instead: qdrant:PATH#collection, chroma:PATH#collection "
-                                    "(or an http://HOST:PORT server as PATH)")
+                               help="an existing collection instead: qdrant:PATH#collection, chroma:PATH#collection, "
+                                    "milvus:FILE.db#collection, lancedb:PATH#table (or a server's http://HOST:PORT "
+                                    "as PATH)")
     host: str = option("127.0.0.1", help="address to listen on (0.0.0.0: every interface; anyone who reaches it "
                                          "can search and see the images)")
     port: int = option(7860, min=0, max=65535, help="port (0: any free one)")
@@ -67,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 COMMAND = Command(
-    help="a local search page for a folder of images or a Chroma / Qdrant collection",
+    help="a local search page for a folder of images or a Chroma / Qdrant / Milvus / LanceDB collection",
     description=DESCRIPTION,
     add_arguments=_add_arguments,
     run=_run,

@@ -5,8 +5,10 @@ Every store is opened through its adapter (Qdrant: ``BGESigLIPQdrant``; Chroma: 
 asked only for what the page shows. Query vectors come from the core (``Vectorizer.encode_query``); a store never
 embeds anything here, so the model guard is the one thing each store class checks on opening.
 
-Adding a database is one :class:`Store` subclass (``count``, ``search``, ``vector``, ``record``) and one line in
-:data:`OPENERS`; the target syntax (:class:`bge_siglip_vectorizer.StoreTarget`) already knows every scheme.
+Stores: Qdrant, Chroma, Milvus and LanceDB (their adapters must be installed; Milvus and LanceDB are the extras
+``bge-siglip-ui[milvus]`` / ``[lancedb]``). Adding a database is one :class:`Store` subclass (``count``,
+``search``, ``vector``, ``record``) and one line in :data:`OPENERS`; the target syntax
+(:class:`bge_siglip_vectorizer.StoreTarget`) already knows every scheme.
 
 Every call holds the store's lock: Qdrant's local mode keeps its points in plain in-process arrays, and the page
 searches while a folder is still being indexed.
@@ -15,6 +17,7 @@ searches while a folder is still being indexed.
 from __future__ import annotations
 
 import abc
+import importlib
 import os
 import threading
 from dataclasses import dataclass
@@ -24,12 +27,19 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from bge_siglip_vectorizer import BGESigLIPError, StoreTarget, Vectorizer
+from bge_siglip_vectorizer import (
+    BGESigLIPError,
+    ModelMismatchError,
+    OptionalDependencyError,
+    StoreTarget,
+    Vectorizer,
+)
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
 
-__all__ = ["Hit", "Record", "Store", "StoreError", "UITarget", "QdrantStore", "ChromaStore", "open_store", "OPENERS"]
+__all__ = ["Hit", "Record", "Store", "StoreError", "UITarget", "QdrantStore", "ChromaStore", "MilvusStore", "LanceDBStore",
+           "open_store", "OPENERS"]
 
 Kind = Literal["image", "text"]
 #: How deep a result list goes (offset + limit): Chroma's HNSW search returns the top n, not a page of them.
@@ -116,8 +126,10 @@ class QdrantStore(Store):
     and ``bge-siglip ingest`` write them: ``modality`` and ``source`` (relative paths are relative to the working
     directory the page was started in) or ``text``.
 
-    Qdrant collections record no model, so the guard is the vector size; a collection with named vectors is searched
-    through its only vector (several: :class:`StoreError`, naming them).
+    Collections made by the adapter's ``create_collection`` record their model: another model's is the adapter's
+    :class:`~bge_siglip_vectorizer.ModelMismatchError`. Collections made otherwise record none, and only their
+    vector size is checked. A collection with named vectors is searched through its only vector (several:
+    :class:`StoreError`, naming them).
     """
 
     def __init__(self, client: "QdrantClient", collection: str, vectorizer: Vectorizer, target: str) -> None:
@@ -137,6 +149,7 @@ class QdrantStore(Store):
                                  "searches collections with one vector")
             self.using, vectors = next(iter(vectors.items()))
         _check_dim(target, int(vectors.size), vectorizer)
+        self.db.check_model(collection)
 
     @classmethod
     def open(cls, target: StoreTarget, vectorizer: Vectorizer) -> "QdrantStore":
@@ -246,7 +259,7 @@ class ChromaStore(Store):
 
     Opening it lets Chroma rebuild the collection's function from its stored config (bge-siglip-chroma checks that
     the recorded model is still the one it was embedded with); the page then requires that model's fingerprint to be
-    the one of ``--model``. Images are the items with a URI (or a ``source`` metadata field), texts those with a
+    the one of ``--model`` (else :class:`~bge_siglip_vectorizer.ModelMismatchError`). Images are the items with a URI (or a ``source`` metadata field), texts those with a
     document.
     """
 
@@ -261,9 +274,8 @@ class ChromaStore(Store):
             name = getattr(function, "name", lambda: type(function).__name__)()
             raise StoreError(f"{target} was not embedded by bge-siglip (its embedding function is {name!r})")
         if function.fingerprint != vectorizer.fingerprint:
-            raise StoreError(f"{target} was embedded with the model at {function.model!r} (fingerprint "
-                             f"{function.fingerprint[:12]}), not with --model (fingerprint "
-                             f"{vectorizer.fingerprint[:12]}); start the page with that model")
+            raise ModelMismatchError(target, function.fingerprint, vectorizer.fingerprint,
+                                     hint=f"it was embedded with the model at {function.model!r}")
         self.space = (configuration.get("hnsw") or {}).get("space") or "cosine"
 
     @classmethod
@@ -331,10 +343,161 @@ class ChromaStore(Store):
         return Record(item_id, "image", source=None if source is None else str(source))
 
 
+# ------------------------------------------------------------------------------------------------------ Milvus
+class MilvusStore(Store):
+    """A Milvus collection (a milvus-lite file or a server) made by ``BGESigLIPMilvus``: the adapter checks the model
+    fingerprint the collection records (``check_collection``: a :class:`~bge_siglip_vectorizer.ModelMismatchError`
+    for another model). Rows hold ``modality``, ``source`` (images) and ``text`` (texts)."""
+
+    OUTPUT = ["modality", "source", "text"]
+
+    def __init__(self, client: Any, collection: str, vectorizer: Vectorizer, target: str) -> None:
+        from bge_siglip_milvus import VECTOR_FIELD, BGESigLIPEmbeddingFunction, BGESigLIPMilvus
+
+        super().__init__(target)
+        self.db = BGESigLIPMilvus(client, BGESigLIPEmbeddingFunction(vectorizer=vectorizer))
+        self.collection = collection
+        self.field = VECTOR_FIELD
+        if not client.has_collection(collection):
+            names = ", ".join(sorted(client.list_collections())) or "none"
+            raise StoreError(f"{target}: no collection {collection!r} (collections there: {names})")
+        self.db.check_collection(collection)
+        client.load_collection(collection)  # a collection opened by a new client starts released
+
+    @classmethod
+    def open(cls, target: StoreTarget, vectorizer: Vectorizer) -> "MilvusStore":
+        pymilvus = _adapter("pymilvus", "bge_siglip_milvus", "milvus", target)
+        if not target.is_url and not Path(target.location).exists():  # milvus-lite makes a folder named x.db
+            raise StoreError(f"{target}: no Milvus Lite database at {target.location}")
+        client = pymilvus.MilvusClient(target.location)
+        try:
+            return cls(client, target.collection, vectorizer, str(target))
+        except BaseException:
+            client.close()
+            raise
+
+    def count(self) -> int:
+        with self.lock:
+            rows = self.db.client.query(self.collection, filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
+    def search(self, vector: np.ndarray, offset: int, limit: int) -> list[Hit]:
+        with self.lock:
+            hits = self.db.client.search(self.collection, data=[vector.tolist()], anns_field=self.field, limit=limit,
+                                         offset=offset, output_fields=self.OUTPUT,
+                                         search_params={"metric_type": "COSINE"})[0]
+        return [Hit(self._record(hit["id"], hit["entity"]), float(hit["distance"])) for hit in hits]
+
+    def _row(self, item_id: str, fields: list[str]) -> dict[str, Any] | None:
+        if any(ord(c) < 32 for c in item_id):
+            return None  # no id of ours has control characters, and Milvus' expressions cannot quote them
+        with self.lock:
+            rows = self.db.client.query(self.collection, filter=f"id == {_milvus_string(item_id)}",
+                                        output_fields=fields)
+        return rows[0] if rows else None
+
+    def vector(self, item_id: str) -> np.ndarray | None:
+        row = self._row(item_id, [self.field])
+        return None if row is None else np.asarray(row[self.field], dtype=np.float32)
+
+    def record(self, item_id: str) -> Record | None:
+        row = self._row(item_id, self.OUTPUT)
+        return None if row is None else self._record(item_id, row)
+
+    @staticmethod
+    def _record(item_id: Any, row: dict[str, Any]) -> Record:
+        if row.get("modality") == "text":
+            return Record(str(item_id), "text", text=row.get("text") or "")
+        return Record(str(item_id), "image", source=row.get("source"))
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.client.close()
+
+
+def _milvus_string(text: str) -> str:
+    """A Milvus expression string literal: the id is data, never part of the expression."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# ------------------------------------------------------------------------------------------------------ LanceDB
+class LanceDBStore(Store):
+    """A LanceDB table made by ``bge_siglip_lancedb.create_table`` (columns ``id``, ``modality``, ``source``,
+    ``text``, ``vector``), searched by cosine distance. Its metadata records the fingerprint of the function that
+    embeds it; a table of another model is a :class:`~bge_siglip_vectorizer.ModelMismatchError`."""
+
+    COLUMNS = ["id", "modality", "source", "text"]
+
+    def __init__(self, table: Any, vectorizer: Vectorizer, target: str) -> None:
+        from bge_siglip_lancedb import stored_fingerprints
+
+        super().__init__(target)
+        self.table = table
+        stored = stored_fingerprints(table)
+        if not stored:
+            raise StoreError(f"{target} was not embedded by bge-siglip (no bge-siglip function in its metadata)")
+        if vectorizer.fingerprint not in stored:
+            raise ModelMismatchError(target, ", ".join(sorted(stored)), vectorizer.fingerprint)
+
+    @classmethod
+    def open(cls, target: StoreTarget, vectorizer: Vectorizer) -> "LanceDBStore":
+        lancedb = _adapter("lancedb", "bge_siglip_lancedb", "lancedb", target)
+        if not target.is_url and not Path(target.location).is_dir():
+            raise StoreError(f"{target}: no LanceDB folder at {target.location}")
+        db = lancedb.connect(target.location)
+        names = list(db.list_tables().tables)
+        if target.collection not in names:
+            raise StoreError(f"{target}: no table {target.collection!r} (tables there: "
+                             f"{', '.join(sorted(names)) or 'none'})")
+        return cls(db.open_table(target.collection), vectorizer, str(target))
+
+    def count(self) -> int:
+        with self.lock:
+            return int(self.table.count_rows())
+
+    def search(self, vector: np.ndarray, offset: int, limit: int) -> list[Hit]:
+        with self.lock:
+            rows = (self.table.search(vector.tolist(), vector_column_name="vector").distance_type("cosine")
+                    .offset(offset).limit(limit).select(self.COLUMNS).to_list())
+        return [Hit(self._record(row), 1.0 - float(row["_distance"])) for row in rows]
+
+    def _row(self, item_id: str, columns: list[str]) -> dict[str, Any] | None:
+        quoted = "'" + item_id.replace("'", "''") + "'"  # an SQL string literal: the id is data
+        with self.lock:
+            rows = self.table.search().where(f"id = {quoted}").select(columns).limit(1).to_list()
+        return rows[0] if rows else None
+
+    def vector(self, item_id: str) -> np.ndarray | None:
+        row = self._row(item_id, ["vector"])
+        return None if row is None else np.asarray(row["vector"], dtype=np.float32)
+
+    def record(self, item_id: str) -> Record | None:
+        row = self._row(item_id, self.COLUMNS)
+        return None if row is None else self._record(row)
+
+    @staticmethod
+    def _record(row: dict[str, Any]) -> Record:
+        if row.get("modality") == "text":
+            return Record(str(row["id"]), "text", text=row.get("text") or "")
+        return Record(str(row["id"]), "image", source=row.get("source"))
+
+
+def _adapter(client: str, adapter: str, extra: str, target: StoreTarget) -> Any:
+    """The database client module, once its adapter imports (both come with ``bge-siglip-ui[extra]``)."""
+    try:
+        importlib.import_module(adapter)
+        return importlib.import_module(client)
+    except ImportError as exc:
+        raise OptionalDependencyError(f"{target.scheme} targets need {adapter} ({exc}): pip install "
+                                      f"'bge-siglip-ui[{extra}]'") from None
+
+
 #: scheme -> how to open a collection of that store.
 OPENERS: dict[str, Callable[[StoreTarget, Vectorizer], Store]] = {
     "qdrant": QdrantStore.open,
     "chroma": ChromaStore.open,
+    "milvus": MilvusStore.open,
+    "lancedb": LanceDBStore.open,
 }
 
 
