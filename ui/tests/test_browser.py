@@ -113,3 +113,25 @@ def test_the_page_says_when_the_model_is_missing(browser, start_state, gallery, 
         _wait(browser, lambda d: "could not be loaded" in message.text, "the missing model is said")
         assert "ModelLoadError" in message.text and "no-model" in message.text
         assert "no model" in browser.find_element(By.ID, "status").text
+
+
+def test_scrolling_loads_the_following_pages_in_the_cores_order(browser, start_state, tmp_path, write_image,
+                                                                bge_siglip_vectorizer):
+    folder = tmp_path / "many"
+    files = [write_image(folder / f"img{i:03d}.png", seed=1000 + i, size=(24 + i % 9, 24)) for i in range(110)]
+    state = start_state(folder=str(folder))
+    with running(create_app(state, start=False)) as url:
+        browser.get(url)
+        _wait(browser, lambda d: "110 images" in d.find_element(By.ID, "status").text, "the status shows 110 images")
+        expected = _core_ranking(bge_siglip_vectorizer, files, bge_siglip_vectorizer.encode_query(text="many"))
+        _type(browser, "many")
+        _wait(browser, lambda d: len(_tile_names(d)) == 48, "the first page of 48")
+        # Scrolled to the end again and again, faster than pages load: the page must keep asking for the next one.
+        browser.execute_script("""
+            window.__scrolling = setInterval(() => window.scrollTo(0, document.body.scrollHeight), 5);""")
+        try:
+            _wait(browser, lambda d: len(_tile_names(d)) == 110, "all 110 results after scrolling")
+        finally:
+            browser.execute_script("clearInterval(window.__scrolling)")
+        assert _tile_names(browser) == expected
+        assert "Top 110 for" in browser.find_element(By.ID, "summary").text

@@ -22,6 +22,7 @@ const state = {
   controller: null,   // aborts the request of a query that was replaced
   ready: false,       // model and store usable
   viewing: -1,        // index in hits of the image in the viewer
+  showingQueryError: false,  // the message line holds a failed query's error (status updates leave it)
 };
 
 const fmt = new Intl.NumberFormat();
@@ -191,7 +192,7 @@ async function search(reset) {
     if (seq === state.seq) state.loading = false;
   }
   // A short first page on a tall screen: keep filling while the sentinel is visible.
-  if (seq === state.seq && state.more && sentinelVisible()) search(false);
+  if (seq === state.seq) maybeMore();
 }
 
 function clearQueryError() {
@@ -277,9 +278,21 @@ function sentinelVisible() {
   return rect.top < window.innerHeight + 600;
 }
 
+function maybeMore() {
+  if (state.more && !state.loading && sentinelVisible()) search(false);
+}
+
+// The observer reports changes only: a sentinel that stays in view while a page loads (fast scrolling, the End
+// key) sends no new event, so scrolling checks too (once per frame).
 new IntersectionObserver((entries) => {
-  if (entries.some((entry) => entry.isIntersecting) && state.more && !state.loading) search(false);
+  if (entries.some((entry) => entry.isIntersecting)) maybeMore();
 }, { rootMargin: "600px" }).observe(els.sentinel);
+let scrollPending = false;
+window.addEventListener("scroll", () => {
+  if (scrollPending) return;
+  scrollPending = true;
+  requestAnimationFrame(() => { scrollPending = false; maybeMore(); });
+}, { passive: true });
 
 // ------------------------------------------------------------------------------------------------ image
 function setImage(image) {
