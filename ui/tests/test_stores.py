@@ -28,16 +28,20 @@ def _chroma(root: Path, files: list[Path], model: Path, texts: list[str]) -> str
     return f"chroma:{root / 'chroma'}#photos"
 
 
-def _qdrant(root: Path, files: list[Path], model: Path, texts: list[str]) -> str:
-    from bge_siglip_qdrant import BGESigLIPQdrant
-    from qdrant_client import QdrantClient
-
-    db = BGESigLIPQdrant(QdrantClient(path=str(root / "qdrant")), model=str(model))
+def _fill(db, files: list[Path], texts: list[str]) -> None:
+    """Collection "photos" through an adapter with the add_images / add_texts API (Qdrant's and Milvus')."""
     db.create_collection("photos")
     db.add_images("photos", files)
     if texts:
         db.add_texts("photos", texts)
     db.client.close()
+
+
+def _qdrant(root: Path, files: list[Path], model: Path, texts: list[str]) -> str:
+    from bge_siglip_qdrant import BGESigLIPQdrant
+    from qdrant_client import QdrantClient
+
+    _fill(BGESigLIPQdrant(QdrantClient(path=str(root / "qdrant")), model=str(model)), files, texts)
     return f"qdrant:{root / 'qdrant'}#photos"
 
 
@@ -45,12 +49,7 @@ def _milvus(root: Path, files: list[Path], model: Path, texts: list[str]) -> str
     from bge_siglip_milvus import BGESigLIPMilvus
     from pymilvus import MilvusClient
 
-    db = BGESigLIPMilvus(MilvusClient(str(root / "milvus.db")), model=str(model))
-    db.create_collection("photos", exist_ok=True)
-    db.add_images("photos", files)
-    if texts:
-        db.add_texts("photos", texts)
-    db.client.close()
+    _fill(BGESigLIPMilvus(MilvusClient(str(root / "milvus.db")), model=str(model)), files, texts)
     return f"milvus:{root / 'milvus.db'}#photos"
 
 
