@@ -12,8 +12,12 @@ An adapter's ``add_images`` / ``add_texts`` calls :func:`ingest` with a ``write`
 
 * ids default to :func:`~bge_siglip_vectorizer.content_id` (a hash of the content), so ingesting the same files again overwrites their rows
   instead of duplicating them;
-* ``on_error="raise"``: every chunk is encoded before the first is written, so the first bad item (in input order)
-  raises the core's typed error with ``index`` = its position in the caller's list, and nothing is written;
+* ``on_error="raise"``: the first bad item (in input order) raises the core's typed error with ``index`` = its
+  position in the caller's list, and nothing is written. Images: every chunk is encoded before the first is
+  written (only decoding tells a bad image; their vectors are small: dim x 4 bytes each). Texts: every text is
+  validated (:func:`~bge_siglip_vectorizer.validate_text`, the check ``encode_texts`` makes) before the first chunk
+  is encoded, then chunks are written as they are encoded, so memory stays bounded by one chunk (multi-vectors are
+  tokens x dim floats per text);
 * ``on_error="skip"``: bad items are left out (their errors are returned in :attr:`IngestResult.skipped`) and chunks
   are written as they are encoded, so memory stays bounded by one chunk however large the ingest.
 """
@@ -30,7 +34,7 @@ from tqdm.auto import tqdm
 
 from .errors import InvalidInputError
 from .ids import _URL_PREFIXES, Modality, content_id
-from .inputs import list_image_files
+from .inputs import list_image_files, validate_text
 from .text_outputs import SparseEmbedding
 
 if TYPE_CHECKING:
@@ -91,8 +95,9 @@ class IngestResult:
 class IngestBatch:
     """One chunk's rows, ready for the database: row ``r`` is ``items[r]`` (at ``positions[r]`` in the caller's
     list) with id ``ids[r]``, vector ``vectors[r]`` (float32, unit length) and payload ``payloads[r]``
-    (:func:`provenance` plus the caller's payload, whose keys win); ``sparse[r]`` its BGE-M3 lexical weights when
-    the ingest asked for them (texts only; from the same forward pass as the vector), else ``sparse`` is ``None``."""
+    (:func:`provenance` plus the caller's payload, whose keys win); ``sparse[r]`` its BGE-M3 lexical weights and
+    ``multivector[r]`` its ColBERT vectors (float32 ``(tokens - 1, multivector_dim)``) when the ingest asked for them
+    (texts only; from the same forward pass as the vector), else ``None``."""
 
     modality: Modality
     positions: list[int]
@@ -101,6 +106,7 @@ class IngestBatch:
     vectors: np.ndarray
     payloads: list[dict[str, Any]]
     sparse: list[SparseEmbedding] | None = None
+    multivector: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -121,6 +127,7 @@ def ingest(
     check: Callable[[Any, int], None] | None = None,
     reserved: Collection[str] = (),
     sparse: bool = False,
+    multivector: bool = False,
 ) -> IngestResult:
     """Encode ``items`` (all images or all texts) in chunks of ``chunk_size`` and hand each chunk to ``write``.
 
@@ -136,14 +143,15 @@ def ingest(
             ``ValueError`` before anything is encoded.
         sparse: texts only: also compute each text's sparse (lexical) embedding, in the same forward pass
             (``Vectorizer.encode_texts_all``), into :attr:`IngestBatch.sparse`.
+        multivector: texts only: the same for each text's multi-vector, into :attr:`IngestBatch.multivector`.
 
     Returns what was written; see the module docstring for the ``on_error`` policy. A failing ``write`` stops the
     ingest with the database's own error (chunks written before it stay written).
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    if sparse and modality != "text":
-        raise ValueError("sparse embeddings exist for texts only")
+    if (sparse or multivector) and modality != "text":
+        raise ValueError("sparse and multi-vector embeddings exist for texts only")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     items = list(items)
@@ -158,15 +166,20 @@ def ingest(
     candidates = list(range(len(items)))
     if check is not None:
         candidates = _checked(items, candidates, check, on_error, result.skipped)
+    if modality == "text" and on_error == "raise":
+        for i in candidates:
+            validate_text(items[i], i)  # what encoding would refuse, before anything is written
     show = show_progress if show_progress is not None else (len(items) > chunk_size and sys.stderr.isatty())
-    # "raise": every chunk is encoded before any is written (vectors are small: dim x 4 bytes each), so a bad item
-    # anywhere writes nothing. "skip": nothing raises, so chunks stream to the database as they finish.
+    # "raise": image chunks are all encoded before any is written, so a bad image anywhere writes nothing; texts
+    # were validated above. "skip": nothing raises. Otherwise chunks stream to the database as they finish.
+    stream = on_error == "skip" or modality == "text"
     pending: list[IngestBatch] = []
     with tqdm(total=len(items), unit=modality, desc=f"adding {modality}s", disable=not show) as bar:
         for start in range(0, len(candidates), chunk_size):
             positions = candidates[start : start + chunk_size]
-            kept, vectors, lexical = _encode_chunk(vectorizer, items, positions, modality, batch_size, on_error,
-                                                   result.skipped, show_progress, sparse)
+            kept, vectors, lexical, colbert = _encode_chunk(vectorizer, items, positions, modality, batch_size,
+                                                            on_error, result.skipped, show_progress, sparse,
+                                                            multivector)
             batch = IngestBatch(
                 modality=modality,
                 positions=kept,
@@ -174,13 +187,14 @@ def ingest(
                 ids=[ids[i] if ids is not None else content_id(items[i], modality) for i in kept],
                 vectors=vectors,
                 sparse=lexical,
+                multivector=colbert,
                 payloads=[{**provenance(items[i], modality), **((payloads[i] if payloads else None) or {})}
                           for i in kept],
             )
             for position, item_id in zip(batch.positions, batch.ids):
                 result.ids[position] = item_id
             pending.append(batch)
-            if on_error == "skip":
+            if stream:
                 _write(write, pending.pop())
             bar.update(len(positions))
         bar.update(len(items) - len(candidates))  # items refused by `check`
@@ -225,31 +239,33 @@ def _encode_chunk(
     skipped: list[InvalidInputError],
     show_progress: bool | None,
     sparse: bool = False,
-) -> tuple[list[int], np.ndarray, list[SparseEmbedding] | None]:
-    """Encode ``items[positions]``: the kept positions, their vectors (and sparse embeddings when asked). Errors name
-    the input position."""
+    multivector: bool = False,
+) -> tuple[list[int], np.ndarray, list[SparseEmbedding] | None, list[np.ndarray] | None]:
+    """Encode ``items[positions]``: the kept positions, their vectors (and sparse embeddings and multi-vectors when
+    asked). Errors name the input position."""
 
-    def encode(batch: list[Any]) -> tuple[np.ndarray, list[SparseEmbedding]]:
+    def encode(batch: list[Any]) -> tuple[np.ndarray, list[SparseEmbedding], list[np.ndarray]]:
         if modality == "image":
-            return vectorizer.encode_images(batch, batch_size=batch_size, show_progress=show_progress), []
-        if not sparse:
-            return vectorizer.encode_texts(batch, batch_size=batch_size, show_progress=show_progress), []
-        both = vectorizer.encode_texts_all(batch, batch_size=batch_size, show_progress=show_progress,
-                                           multivector=False)
-        return both.dense, both.sparse
+            return vectorizer.encode_images(batch, batch_size=batch_size, show_progress=show_progress), [], []
+        # One forward per batch for every output asked (dense alone is encode_texts).
+        outputs = vectorizer.encode_texts_all(batch, batch_size=batch_size, show_progress=show_progress,
+                                              sparse=sparse, multivector=multivector)
+        return outputs.dense, outputs.sparse or [], outputs.multivector or []
 
     kept: list[int] = []
     parts: list[np.ndarray] = []
     lexical: list[SparseEmbedding] = []
+    colbert: list[np.ndarray] = []
     segments = [positions]
     while segments:
         segment = segments.pop(0)
         if not segment:
             continue
         try:
-            dense, weights = encode([items[i] for i in segment])
+            dense, weights, rows = encode([items[i] for i in segment])
             parts.append(dense)
             lexical.extend(weights)
+            colbert.extend(rows)
             kept.extend(segment)
         except InvalidInputError as exc:
             if exc.index is None or not 0 <= exc.index < len(segment):
@@ -262,7 +278,7 @@ def _encode_chunk(
             # after it (each good item is encoded about once, however many bad ones there are).
             segments[:0] = [segment[: exc.index], segment[exc.index + 1 :]]
     vectors = np.concatenate(parts) if parts else np.empty((0, vectorizer.dim), dtype=np.float32)
-    return kept, vectors, (lexical if sparse else None)
+    return kept, vectors, (lexical if sparse else None), (colbert if multivector else None)
 
 
 __all__ = [

@@ -155,3 +155,50 @@ def test_sparse_weights_come_from_the_same_forward_as_the_vectors(bge_siglip_vec
         np.testing.assert_allclose(got.values, want.values, atol=1e-6)
     with pytest.raises(ValueError, match="texts only"):
         ingest(bge_siglip_vectorizer, [np.zeros((8, 8, 3), np.uint8)], "image", Recorder(), sparse=True)
+
+
+def test_texts_are_validated_first_then_streamed_so_memory_is_one_chunk(bge_siglip_vectorizer, monkeypatch):
+    """Texts (whose multi-vectors are tokens x dim floats each) are not all held before writing: every text is
+    validated first, so a bad one anywhere still writes nothing, and then each chunk is written as it is encoded."""
+    recorder = Recorder()
+    with pytest.raises(InvalidTextError) as info:
+        ingest(bge_siglip_vectorizer, ["a", "b", "c", "d", "  "], "text", recorder, chunk_size=2)
+    assert info.value.index == 4 and recorder.batches == []
+    written_before_end: list[int] = []
+
+    def write(batch: IngestBatch) -> None:
+        recorder(batch)
+        written_before_end.append(recorder.rows)
+
+    encoded: list[int] = []
+    original = bge_siglip_vectorizer.encode_texts_all
+
+    def counting(texts, *args, **kwargs):
+        encoded.append(recorder.rows)  # rows written when this chunk's encoding starts
+        return original(texts, *args, **kwargs)
+
+    monkeypatch.setattr(bge_siglip_vectorizer, "encode_texts_all", counting)
+    ingest(bge_siglip_vectorizer, ["a", "b", "c", "d", "e"], "text", write, chunk_size=2)
+    assert written_before_end == [2, 4, 5] and encoded == [0, 2, 4]  # chunk k is written before k + 1 is encoded
+
+
+def test_multivectors_come_from_the_same_forward_as_the_vectors(bge_siglip_vectorizer):
+    texts = ["ein Hund am Strand", "un chat noir", "кошка на окне"]
+    stats = bge_siglip_vectorizer.stats
+    recorder, before = Recorder(), stats.text_batches
+    ingest(bge_siglip_vectorizer, texts, "text", recorder, chunk_size=2, sparse=True, multivector=True)
+    assert stats.text_batches - before == 2  # one forward per chunk for all three outputs
+    expected = bge_siglip_vectorizer.encode_texts_all(texts)
+    got = [m for batch in recorder.batches for m in batch.multivector]
+    assert [m.shape for m in got] == [m.shape for m in expected.multivector]
+    for mine, want in zip(got, expected.multivector):
+        np.testing.assert_allclose(mine, want, atol=1e-5)
+    assert all(batch.multivector is None for batch in ingest_batches(bge_siglip_vectorizer, texts))
+    with pytest.raises(ValueError, match="texts only"):
+        ingest(bge_siglip_vectorizer, [np.zeros((8, 8, 3), np.uint8)], "image", Recorder(), multivector=True)
+
+
+def ingest_batches(vectorizer, texts) -> list[IngestBatch]:
+    recorder = Recorder()
+    ingest(vectorizer, texts, "text", recorder)
+    return recorder.batches

@@ -81,7 +81,7 @@ from ..vectorizer import Vectorizer
 from .images import encode_image, sample_image
 
 __all__ = [
-    "CONTRACT_TEXTS", "CAPABILITIES", "StoreHarness", "ContractTests", "AddTests",
+    "CONTRACT_TEXTS", "LEXICAL_TEXTS", "LEXICAL_QUERY", "LEXICAL_MATCH", "CAPABILITIES", "StoreHarness", "ContractTests", "AddTests",
     "RankingTests", "BadBatchTests", "MetadataTests", "ExplicitIdTests", "ContentIdTests", "UpsertTests",
     "DeleteTests", "ModelGuardTests", "ReopenTests", "AsyncTests", "AsyncOffLoopTests", "contract_images",
     "contract_metadata",
@@ -94,6 +94,21 @@ CONTRACT_TEXTS = [
     "海滩上的一只狗",
     "кошка спит на окне",
 ]
+#: Texts for sparse (lexical) ranking with the tiny models: only ``LEXICAL_TEXTS[LEXICAL_MATCH]`` shares tokens with
+#: ``LEXICAL_QUERY`` (a product code), and the tiny model's dense vector does not rank that text first, so a store
+#: that finds it first did so through the sparse vector (tests assert both preconditions with the core).
+LEXICAL_TEXTS = [
+    "a photo of a dog on the beach",
+    "ein Hund am Strand",
+    "un chat noir sur un canapé",
+    "order 7381 red circle",
+    "кошка спит на окне",
+    "the quick brown fox jumps over the lazy dog",
+    "ein blaues Quadrat oben links",
+    "un triangle vert en bas à droite",
+]
+LEXICAL_QUERY = "7381"
+LEXICAL_MATCH = 3
 #: Seconds the reopening process may take (interpreter, torch and the database client start there).
 REOPEN_TIMEOUT_S = 300
 _AFTER_REOPEN = "un perro corriendo en el parque"
@@ -655,7 +670,7 @@ class AsyncOffLoopTests:
         the real ones). If this fails: the async method encodes inline; use ``await asyncio.to_thread(...)``."""
         threads_with_loop: list[bool] = []
         vectorizer = store.vectorizer
-        for name in ("encode_images", "encode_texts", "encode_mixed"):
+        for name in ("encode_images", "encode_texts", "encode_mixed", "encode_texts_all"):
             original = getattr(vectorizer, name)
             monkeypatch.setattr(vectorizer, name, _recording(original, threads_with_loop))
 

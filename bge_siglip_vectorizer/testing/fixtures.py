@@ -29,6 +29,26 @@ def bge_siglip_other_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 @pytest.fixture(scope="session")
+def bge_siglip_other_heads_model_dir(bge_siglip_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``bge_siglip_model_dir`` with other sparse and multi-vector heads: the same dense vectors and
+    ``fingerprint``, other ``fingerprints["sparse"]`` and ``["multivector"]``. A store keeping those granularities
+    must refuse it there (the dense check alone cannot)."""
+    from .tiny import make_head_variant
+
+    return make_head_variant(bge_siglip_model_dir, tmp_path_factory.mktemp("bge-siglip-other-heads") / "model",
+                             "other")
+
+
+@pytest.fixture(scope="session")
+def bge_siglip_dense_only_model_dir(bge_siglip_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``bge_siglip_model_dir`` without BGE-M3's heads: dense vectors only (sparse or multi-vector output is a
+    ``MissingHeadError``)."""
+    from .tiny import make_head_variant
+
+    return make_head_variant(bge_siglip_model_dir, tmp_path_factory.mktemp("bge-siglip-dense-only") / "model", "none")
+
+
+@pytest.fixture(scope="session")
 def bge_siglip_vectorizer(bge_siglip_model_dir: Path):
     """The process-wide shared Vectorizer for the tiny model (the same instance adapters get)."""
     from ..vectorizer import shared_vectorizer

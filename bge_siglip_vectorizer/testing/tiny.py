@@ -10,8 +10,9 @@ meaning**.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -157,6 +158,33 @@ def make_tiny_model(
     tokenizer = build_tokenizer(model_max_length=max_position_embeddings - 2)
     return make_random_model(directory, vision_config=vision, text_config=text, tokenizer=tokenizer, seed=seed,
                              max_num_patches=max_num_patches)
+
+
+def make_head_variant(source: str | os.PathLike, directory: str | os.PathLike, heads: Literal["other", "none"],
+                      seed: int = 1) -> Path:
+    """A copy of the model at ``source`` whose text tower has other BGE-M3 heads (``"other"``: new random weights of
+    the same shapes, the sparse bias kept so most weights stay > 0) or none (``"none"``: dense only).
+
+    Its dense vectors and ``fingerprint`` are the source's; ``fingerprints["sparse"]`` / ``["multivector"]`` differ
+    (or are absent). What a store keeping several granularities must tell apart: same dense space, other sparse or
+    multi-vector space.
+    """
+    from ..loading import HEAD_FILES
+
+    directory = Path(directory)
+    shutil.copytree(source, directory)
+    text = directory / "text"
+    for name in HEAD_FILES.values():
+        path = text / name
+        if heads == "none":
+            path.unlink()
+            continue
+        state = torch.load(path, weights_only=True)
+        generator = torch.Generator().manual_seed(seed)
+        weight = state["weight"]
+        state["weight"] = torch.randn(weight.shape, generator=generator, dtype=weight.dtype) * weight.std()
+        torch.save(state, path)
+    return directory
 
 
 def small_text_tower() -> Path:

@@ -69,8 +69,10 @@ def test_name_is_registered_and_namespaced(ef):
 
 def test_config_is_json_and_round_trips(ef, bge_siglip_model_dir):
     config = ef.get_config()
+    # Options that change vectors are stored even at their default (null): derived from the core's marks.
     assert config == {"model": str(Path(bge_siglip_model_dir).resolve()), "device": "cpu", "batch_size": 32,
-                      "max_num_patches": None, "exact_preprocessing": None, "fingerprint": ef.vectorizer.fingerprint}
+                      **{name: None for name in vector_option_names(VectorizerOptions)},
+                      "fingerprint": ef.vectorizer.fingerprint}
     stored = json.loads(json.dumps(config))  # what Chroma persists
     rebuilt = config_to_embedding_function({"name": "bge-siglip", "config": stored})
     assert isinstance(rebuilt, BGESigLIPEmbeddingFunction)
@@ -177,7 +179,7 @@ def test_from_collection_gives_back_the_function(ef, client, collection_name, ch
 
 # ------------------------------------------------------------------------------------------------- core options
 def test_every_core_option_is_an_option_of_the_function(bge_siglip_model_dir):
-    from bge_siglip_chroma import embedding_function as module
+    from bge_siglip_chroma import _model_function as module
 
     assert set(module._OPTION_TYPES) == {f.name for f in dataclasses.fields(VectorizerOptions)}
     assert "max_num_patches" in vector_option_names(VectorizerOptions)

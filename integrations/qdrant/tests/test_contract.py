@@ -1,11 +1,14 @@
 """The core adapter contract, run against Qdrant (qdrant-client local mode) through ``BGESigLIPQdrant``.
 
-Three harnesses, because users have three ways in:
+Four harnesses, because users have four ways in:
 * stock types: ``upsert`` of ``PointStruct(vector=models.Image/Document(model="bge-siglip"))``, on disk (``path=``),
   reopened in a new process the way a user would (a new client given the model again: Qdrant stores no function);
 * bulk ingest: ``add_images`` / ``add_texts``, in memory (``":memory:"``), content-derived ids;
-* async: ``AsyncBGESigLIPQdrant`` in memory; its sync harness methods run the async client too (one storage).
-All query with ``query_points(query=models.Document/Image(...))``. The model guard is the fingerprint recorded in
+* async: ``AsyncBGESigLIPQdrant`` in memory; its sync harness methods run the async client too (one storage);
+* hybrid: a ``hybrid=True, multivector=True`` collection on disk, texts upserted with a stock ``Document`` per
+  granularity (``"bge-siglip"``, ``"bge-siglip-sparse"``, ``"bge-siglip-multivector"``), images dense, text queries
+  through ``query_hybrid`` (dense + sparse, RRF), reopened in a new process.
+The others query with ``query_points(query=models.Document/Image(...))``. The model guard is the fingerprint recorded in
 the collection metadata by ``create_collection``; ``change_model`` tries to overwrite that record with another
 model's through ``update_collection(metadata=...)``.
 """
@@ -20,7 +23,13 @@ from typing import Any, Sequence
 import pytest
 from qdrant_client import models
 
-from bge_siglip_qdrant import METADATA_KEY, AsyncBGESigLIPQdrant, BGESigLIPQdrant
+from bge_siglip_qdrant import (
+    METADATA_KEY,
+    MULTIVECTOR_MODEL_NAME,
+    SPARSE_MODEL_NAME,
+    AsyncBGESigLIPQdrant,
+    BGESigLIPQdrant,
+)
 from bge_siglip_vectorizer.testing import contract as c
 
 MODEL = "bge-siglip"
@@ -44,11 +53,14 @@ def _hids(response: models.QueryResponse) -> list[str]:
 class QdrantHarness(c.StoreHarness):
     """Shared by the sync harnesses: queries, counts, payloads, the guard and deletes through ``self.db``."""
 
+    #: create_collection's options for this harness's collection
+    collection_options: dict[str, Any] = {}
+
     def __init__(self, db: BGESigLIPQdrant, model_dir: Path, path: Path | None = None, create: bool = True):
         self.db, self.model_dir, self.path = db, Path(model_dir), path
         self.vectorizer = db.vectorizer
         if create:
-            db.create_collection(COLLECTION)
+            db.create_collection(COLLECTION, **self.collection_options)
 
     def _query(self, query: Any, k: int) -> list[str]:
         return _hids(self.db.query_points(COLLECTION, query=query, limit=k, with_payload=["hid"]))
@@ -128,6 +140,29 @@ class StockTypesHarness(QdrantHarness):
         # Qdrant stores no embedding function: a user passes the model again (the recorded fingerprint guards it).
         db = BGESigLIPQdrant(path=spec["path"], model=spec["model"], device="cpu", model_name=MODEL)
         return cls(db, spec["model"], Path(spec["path"]), create=False)
+
+
+class HybridHarness(StockTypesHarness):
+    """A hybrid collection on disk: texts get all three granularities through stock ``Document`` objects (one
+    forward pass per upsert), images the dense vector; text queries are hybrid (dense + sparse prefetch, RRF)."""
+
+    collection_options = {"hybrid": True, "multivector": True}
+
+    def add_images(self, ids, images, metadatas=None):
+        self._upsert(ids, [{"dense": models.Image(image=image, model=MODEL)} for image in images], metadatas)
+
+    def add_texts(self, ids, texts, metadatas=None):
+        self._upsert(ids, [{"dense": models.Document(text=text, model=MODEL),
+                            "sparse": models.Document(text=text, model=SPARSE_MODEL_NAME),
+                            "multivector": models.Document(text=text, model=MULTIVECTOR_MODEL_NAME)}
+                           for text in texts], metadatas)
+
+    def query_text(self, text, k):
+        return _hids(self.db.query_hybrid(COLLECTION, text, limit=k, with_payload=["hid"]))
+
+    def query_image(self, image, k):
+        return _hids(self.db.query_points(COLLECTION, query=models.Image(image=image, model=MODEL), using="dense",
+                                          limit=k, with_payload=["hid"]))
 
 
 class BulkIngestHarness(QdrantHarness):
@@ -264,3 +299,27 @@ class TestQdrantAsyncContract(c.ContractTests, c.AddTests, c.RankingTests, c.Bad
     def harness(self, bge_siglip_model_dir):
         return AsyncHarness(AsyncBGESigLIPQdrant(":memory:", model=bge_siglip_model_dir, device="cpu",
                                                  model_name=MODEL), bge_siglip_model_dir)
+
+
+_FUSED = ("compares the store's ranking with the core's dense ranking; a hybrid text query fuses the dense and the "
+          "sparse ranking by design. test_hybrid.py checks the fusion against Qdrant's fusion of the core's own "
+          "scores, and the stored dense, sparse and multi-vectors against the core's")
+
+
+class TestQdrantHybridContract(c.ContractTests, c.BadBatchTests, c.MetadataTests, c.ExplicitIdTests, c.DeleteTests,
+                               c.ModelGuardTests, c.ReopenTests):
+    opt_outs = {
+        "AddTests": _FUSED,
+        "RankingTests": _FUSED,
+        "UpsertTests": _FUSED,
+        "ContentIdTests": "a stock PointStruct carries the caller's id; content-derived ids are bulk ingest's (hybrid "
+                          "bulk ingest: test_hybrid.py)",
+        "AsyncTests": "async hybrid collections are checked against the sync client in test_hybrid.py; the async "
+                      "client's contract is TestQdrantAsyncContract",
+        "AsyncOffLoopTests": "the async hybrid path encodes through the same worker-thread code as "
+                             "TestQdrantAsyncContract",
+    }
+
+    @pytest.fixture
+    def harness(self, bge_siglip_model_dir, tmp_path):
+        return HybridHarness.create(bge_siglip_model_dir, tmp_path / "qdrant")

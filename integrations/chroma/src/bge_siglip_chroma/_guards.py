@@ -15,6 +15,11 @@ Chroma's own method unchanged:
 * ``update(ids, uris=...)`` / ``upsert(ids, uris=...)`` (without documents or images): Chroma embeds nothing for
   them (``update`` kept the stale vector silently, ``upsert`` refused). For our collections the URIs are loaded
   (the collection's data loader, else as :class:`ImageURI`) and embedded, as ``add`` does.
+* ``Schema._deserialize_sparse_vector_value_type``: Chroma rebuilds a schema's sparse function from its stored
+  config every time it reads ``collection.schema`` (each add and query), and turns any error into a *warning* and
+  a schema without the function: documents would then be added without sparse vectors, silently. For our sparse
+  function (``"bge-siglip-sparse"``) the rebuild's error is raised instead, e.g. the ``ModelMismatchError`` of a
+  model directory that now holds a model with other heads.
 
 Every refusal is a :class:`~bge_siglip_vectorizer.ModelMismatchError` (a ``ValueError``, as Chroma raises).
 """
@@ -27,8 +32,10 @@ from typing import Any, Callable, Dict, Optional
 from chromadb.api.models.AsyncCollection import AsyncCollection
 from chromadb.api.models.Collection import Collection
 from chromadb.api.models.CollectionCommon import CollectionCommon
+from chromadb.api.types import SPARSE_VECTOR_INDEX_NAME, Schema
 
 from .embedding_function import NAME, BGESigLIPEmbeddingFunction, ImageURI, check_same_model
+from .sparse_function import SPARSE_NAME, BGESigLIPSparseEmbeddingFunction
 
 _MARK = "__bge_siglip_guard__"
 
@@ -87,11 +94,12 @@ def _wrap(owner: type, name: str, make: Callable[[Callable[..., Any]], Callable[
     if original is None:
         raise RuntimeError(f"bge-siglip-chroma cannot guard {owner.__name__}.{name}: not in this chromadb; "
                            "install a chromadb release the adapter supports (see its pyproject.toml)")
-    if getattr(original, _MARK, False):
+    method = original.__func__ if isinstance(original, classmethod) else original
+    if getattr(method, _MARK, False):
         return
-    wrapped = functools.wraps(original)(make(original))
+    wrapped = functools.wraps(method)(make(method))
     setattr(wrapped, _MARK, True)
-    setattr(owner, name, wrapped)
+    setattr(owner, name, classmethod(wrapped) if isinstance(original, classmethod) else wrapped)
 
 
 def _guard_init(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -119,6 +127,18 @@ def _guard_prepare(original: Callable[..., Any]) -> Callable[..., Any]:
     return prepare
 
 
+def _guard_sparse_schema(original: Callable[..., Any]) -> Callable[..., Any]:
+    def deserialize(cls: Any, sparse_vector_json: Dict[str, Any]) -> Any:
+        index = sparse_vector_json.get(SPARSE_VECTOR_INDEX_NAME) or {}
+        function = (index.get("config") or {}).get("embedding_function") or {}
+        if function.get("type") == "known" and function.get("name") == SPARSE_NAME:
+            # Raises what Chroma would only warn about; cheap: the model is shared per process.
+            BGESigLIPSparseEmbeddingFunction.build_from_config(function.get("config") or {})
+        return original(cls, sparse_vector_json)
+
+    return deserialize
+
+
 def install() -> None:
     """Install the guards (idempotent)."""
     _wrap(CollectionCommon, "__init__", _guard_init)
@@ -126,3 +146,4 @@ def install() -> None:
     _wrap(AsyncCollection, "modify", _guard_modify)
     _wrap(CollectionCommon, "_validate_and_prepare_update_request", _guard_prepare)
     _wrap(CollectionCommon, "_validate_and_prepare_upsert_request", _guard_prepare)
+    _wrap(Schema, "_deserialize_sparse_vector_value_type", _guard_sparse_schema)

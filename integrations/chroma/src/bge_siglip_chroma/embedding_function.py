@@ -8,39 +8,21 @@ comes from the core :class:`~bge_siglip_vectorizer.Vectorizer`; this module only
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import typing
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 from chromadb.api.types import URI, DataLoader, Embeddable, EmbeddingFunction, Embeddings, Space
 from chromadb.utils.embedding_functions import known_embedding_functions, register_embedding_function
 
-from bge_siglip_vectorizer import (
-    InvalidInputError,
-    ModelMismatchError,
-    Vectorizer,
-    VectorizerOptions,
-    model_reference,
-    resolve_model_reference,
-    shared_vectorizer,
-    vector_option_names,
-)
+from bge_siglip_vectorizer import InvalidInputError
 
-__all__ = ["BGESigLIPEmbeddingFunction", "ImageURI", "ImageURILoader", "NAME"]
+from ._model_function import ModelFunction, check_same_model, claim_name
+
+__all__ = ["BGESigLIPEmbeddingFunction", "ImageURI", "ImageURILoader", "NAME", "check_same_model"]
 
 #: The registry key stored in every collection's config. Namespaced so it cannot clash with Chroma's own names.
 NAME = "bge-siglip"
-# Every option of the core is an option of the function: derived, so a field the core adds is accepted here too.
-_OPTION_TYPES: dict[str, Any] = {
-    f.name: typing.get_type_hints(VectorizerOptions)[f.name] for f in dataclasses.fields(VectorizerOptions)
-}
-# Options that change the vectors are always written to the config (null = the default), so a reopened collection
-# embeds as the one that wrote it even if a later release changes a default.
-_VECTOR_OPTIONS = vector_option_names(VectorizerOptions)
-_OWN_KEYS = ("model", "batch_size", "fingerprint")
-_CONFIG_KEYS = frozenset(_OWN_KEYS) | frozenset(_OPTION_TYPES)
 
 
 class ImageURI(str):
@@ -66,17 +48,11 @@ class ImageURILoader(DataLoader[List[Optional[ImageURI]]]):
         return [None if uri is None else ImageURI(uri) for uri in uris]
 
 
-# register_embedding_function silently overwrites; refuse to replace someone else's function under our name.
-_registered = known_embedding_functions.get(NAME)
-if _registered is not None and (_registered.__module__, _registered.__qualname__) != (
-    __name__,
-    "BGESigLIPEmbeddingFunction",
-):
-    raise RuntimeError(f"Chroma embedding function name {NAME!r} is already taken by {_registered!r}")
+claim_name(known_embedding_functions, NAME, __name__, "BGESigLIPEmbeddingFunction")
 
 
 @register_embedding_function
-class BGESigLIPEmbeddingFunction(EmbeddingFunction[Embeddable]):
+class BGESigLIPEmbeddingFunction(ModelFunction, EmbeddingFunction[Embeddable]):
     """Embeds Chroma documents (text tower) and images (vision tower) into one shared, L2-normalised space.
 
     ``input`` may mix items: ``str`` -> text; numpy arrays (what ``images=`` and Chroma's ``ImageLoader`` give),
@@ -96,28 +72,10 @@ class BGESigLIPEmbeddingFunction(EmbeddingFunction[Embeddable]):
             vectors (``max_num_patches``, ...) are stored even when left at their default (``null``).
     """
 
-    def __init__(self, model: str | os.PathLike[str], *, batch_size: int = 32, **options: Any) -> None:
-        unknown = sorted(set(options) - set(_OPTION_TYPES))
-        if unknown:
-            raise TypeError(f"{type(self).__name__} got unknown options {unknown}; it takes batch_size and the "
-                            f"core's VectorizerOptions: {sorted(_OPTION_TYPES)}")
-        config: Dict[str, Any] = {"model": model_reference(model), "batch_size": batch_size}
-        config.update({name: options.get(name) for name in _VECTOR_OPTIONS})
-        config.update({name: value for name, value in options.items() if value is not None})
-        self.validate_config(config)
-        self.model: str = config["model"]
-        self.batch_size: int = batch_size
-        #: the core options this function was made with (stored in the config; None-valued ones mean "default")
-        self.options: Dict[str, Any] = {name: config[name] for name in _OPTION_TYPES if name in config}
-        # Eager, but cheap after the first time: shared_vectorizer keeps one model per (model, options) per process,
-        # and Chroma calls build_from_config on every add/query of a reopened collection.
-        self._vectorizer = shared_vectorizer(resolve_model_reference(self.model), **self.options)
-        self.fingerprint: str = self._vectorizer.fingerprint
+    NAME = NAME
 
-    @property
-    def vectorizer(self) -> Vectorizer:
-        """The process-wide shared core Vectorizer behind this function."""
-        return self._vectorizer
+    def __init__(self, model: str | os.PathLike[str], *, batch_size: int = 32, **options: Any) -> None:
+        self._load(model, batch_size, options, {})
 
     @classmethod
     def from_collection(cls, collection: Any) -> "BGESigLIPEmbeddingFunction":
@@ -158,74 +116,6 @@ class BGESigLIPEmbeddingFunction(EmbeddingFunction[Embeddable]):
 
     def is_legacy(self) -> bool:
         return False
-
-    def get_config(self) -> Dict[str, Any]:
-        # fingerprint: identifies the vector space, wherever the model directory lives (see build_from_config).
-        return {"model": self.model, "batch_size": self.batch_size, **self.options, "fingerprint": self.fingerprint}
-
-    @staticmethod
-    def build_from_config(config: Dict[str, Any]) -> "BGESigLIPEmbeddingFunction":
-        BGESigLIPEmbeddingFunction.validate_config(config)
-        if not config.get("fingerprint"):
-            # Every config this adapter stores names its model's fingerprint; without one nothing could be checked.
-            raise ValueError(f"{NAME} config has no model fingerprint; it was not written by bge-siglip-chroma")
-        options = {name: value for name, value in config.items() if name in _OPTION_TYPES}
-        function = BGESigLIPEmbeddingFunction(config["model"], batch_size=config.get("batch_size", 32), **options)
-        # E.g. the directory was retrained in place: its vectors would silently not match the stored ones.
-        check_same_model(config, function.fingerprint, f"the collection embedded with {config['model']!r}",
-                         hint="restore the model it was made with")
-        return function
-
-    @staticmethod
-    def validate_config(config: Dict[str, Any]) -> None:
-        """Raise ``ValueError`` unless ``config`` is one this version can rebuild exactly."""
-        if not isinstance(config, dict):
-            raise ValueError(f"{NAME} config must be a dict, got {type(config).__name__}")
-        unknown = sorted(set(config) - _CONFIG_KEYS)
-        if unknown:
-            # A newer adapter or core may have added a setting that changes vectors: refuse rather than ignore it.
-            raise ValueError(f"{NAME} config has unknown keys {unknown}; upgrade bge-siglip-chroma")
-        model = config.get("model")
-        if not isinstance(model, str) or not model.strip():
-            raise ValueError(f"{NAME} config 'model' must be a non-empty string, got {model!r}")
-        fingerprint = config.get("fingerprint")
-        if fingerprint is not None and not isinstance(fingerprint, str):
-            raise ValueError(f"{NAME} config 'fingerprint' must be a string, got {fingerprint!r}")
-        batch_size = config.get("batch_size")
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                       or batch_size < 1):
-            raise ValueError(f"{NAME} config 'batch_size' must be a positive integer, got {batch_size!r}")
-        options = {name: value for name, value in config.items() if name in _OPTION_TYPES}
-        for name, value in options.items():
-            if value is not None and not _has_type(value, _OPTION_TYPES[name]):
-                raise ValueError(f"{NAME} config {name!r} must be {_OPTION_TYPES[name]}, got {value!r}")
-        try:
-            VectorizerOptions(**options)  # the core's own range and choice checks
-        except ValueError as exc:
-            raise ValueError(f"{NAME} config: {exc}") from None
-
-    def validate_config_update(self, old_config: Dict[str, Any], new_config: Dict[str, Any]) -> None:
-        """Options and the model's location may change; the model itself may not (stored vectors would no longer
-        match). Models are compared by fingerprint, so a moved directory is accepted and a different model at the
-        same path is refused with :class:`~bge_siglip_vectorizer.ModelMismatchError`."""
-        check_same_model(old_config, new_config.get("fingerprint") or "", "this collection")
-
-
-def check_same_model(stored_config: Dict[str, Any], fingerprint: str, where: str, hint: str = "") -> None:
-    """``ModelMismatchError`` unless ``fingerprint`` is the one in a stored config (the guards' one comparison)."""
-    stored = stored_config.get("fingerprint") or ""
-    if stored != fingerprint:
-        raise ModelMismatchError(where, stored, fingerprint, hint)
-
-
-def _has_type(value: Any, annotation: Any) -> bool:
-    # JSON scalars only (what Chroma stores): bool is not accepted for int/float, int is for float.
-    allowed = typing.get_args(annotation) or (annotation,)
-    if isinstance(value, bool):
-        return bool in allowed
-    if isinstance(value, int) and (int in allowed or float in allowed):
-        return True
-    return any(isinstance(value, t) for t in allowed if t in (float, str))
 
 
 def _as_items(input: Any) -> list[Any]:

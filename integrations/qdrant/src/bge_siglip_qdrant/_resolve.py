@@ -2,9 +2,14 @@
 
 One :class:`Resolution` per API call: :meth:`Resolution.rewrite` walks each argument (points, ``Batch``, queries,
 prefetches at any depth, query requests, recommend/discover/context inputs, named-vector dicts), returns a copy in
-which each of our objects is replaced by a fresh placeholder list, and records the object; :meth:`Resolution.run`
-then encodes everything with ONE ``encode_mixed`` call and fills the placeholders. The walk is generic over pydantic
-fields, so every query type qdrant-client has (or adds later) is covered without a table of types.
+which each of our objects is replaced by a fresh placeholder, and records the object; :meth:`Resolution.run` then
+encodes everything and fills the placeholders. The walk is generic over pydantic fields, so every query type
+qdrant-client has (or adds later) is covered without a table of types.
+
+The object's ``model`` names its granularity (see :class:`Resolution`): dense vectors (texts and images) fill a
+``list[float]``, sparse ones a ``models.SparseVector``, multi-vectors a ``list[list[float]]``. All texts of a call
+are encoded by ONE ``encode_texts_all`` call, so a text asked for in several granularities (a hybrid query's
+prefetches) takes one forward pass; all images by one ``encode_images`` call.
 
 Only the containers on the path to a replaced object are copied (``model_copy``); the caller's objects are never
 modified, and an argument with nothing of ours comes back as the identical object.
@@ -12,13 +17,14 @@ modified, and an argument with nothing of ours comes back as the identical objec
 
 from __future__ import annotations
 
-from typing import Any, Callable, Collection
+from typing import Any, Callable, Collection, Literal, Mapping, Sequence
 
-import numpy as np
 from pydantic import BaseModel
 from qdrant_client import models
 
 from bge_siglip_vectorizer import InvalidInputError, Vectorizer
+
+Granularity = Literal["dense", "sparse", "multivector"]
 
 # Image and InferenceObject arrived in later qdrant-client releases than Document; look them up defensively.
 DOCUMENT = models.Document
@@ -50,16 +56,22 @@ def format_path(path: FieldPath) -> str:
 
 
 class Resolution:
-    """Collects our inference objects from one API call's arguments, then encodes them in one batch."""
+    """Collects our inference objects from one API call's arguments, then encodes them in one batch.
 
-    def __init__(self, vectorizer: Vectorizer, names: Collection[str], batch_size: int, show_progress: bool | None):
+    ``names`` maps each model name that marks an object as ours to the granularity it asks for (``"bge-siglip"``:
+    dense, ``"bge-siglip-sparse"``: sparse, ``"bge-siglip-multivector"``: multi-vector).
+    """
+
+    def __init__(self, vectorizer: Vectorizer, names: Mapping[str, Granularity], batch_size: int,
+                 show_progress: bool | None):
         self.vectorizer = vectorizer
         self.names = names
         self.batch_size = batch_size
         self.show_progress = show_progress
         self.items: list[Any] = []
         self.kinds: list[str] = []
-        self.slots: list[list[float]] = []
+        self.granularities: list[Granularity] = []
+        self.slots: list[Any] = []
         self.owners: list[int | None] = []
         self.paths: list[str] = []
 
@@ -111,26 +123,68 @@ class Resolution:
         if obj.options:
             raise InvalidInputError(f"{obj.model!r} takes no options, got {sorted(obj.options)}").at(owner, where)
         is_text = isinstance(obj, DOCUMENT)
+        granularity = self.names[obj.model]
+        if not is_text and granularity != "dense":
+            dense = next(name for name, g in self.names.items() if g == "dense")
+            raise InvalidInputError(
+                f"{obj.model!r} is a text granularity: images have dense vectors only (model={dense!r})"
+            ).at(owner, where)
         self.items.append(obj.text if is_text else obj.image)
         self.kinds.append("text" if is_text else "image")
+        self.granularities.append(granularity)
         self.owners.append(owner)
         self.paths.append(where)
-        slot: list[float] = []  # our own new list, filled in place by run(); never one of the caller's objects
+        slot = placeholder(granularity)  # our own new object, filled by run(); never one of the caller's objects
         self.slots.append(slot)
         return slot
 
     def run(self) -> None:
-        """Encode every collected object with one ``encode_mixed`` call and fill the placeholders."""
-        if not self.items:
-            return
+        """Encode every collected object (texts first: they are validated without decoding anything) and fill the
+        placeholders."""
+        texts = [i for i, kind in enumerate(self.kinds) if kind == "text"]
+        images = [i for i, kind in enumerate(self.kinds) if kind == "image"]
+        if texts:
+            wanted = {self.granularities[i] for i in texts}
+            encodings = self._encode(texts, lambda items: self.vectorizer.encode_texts_all(
+                items, self.batch_size, self.show_progress, sparse="sparse" in wanted,
+                multivector="multivector" in wanted))
+            for row, i in enumerate(texts):
+                fill(self.slots[i], self.granularities[i], getattr(encodings, self.granularities[i])[row])
+        if images:
+            vectors = self._encode(images, lambda items: self.vectorizer.encode_images(
+                items, batch_size=self.batch_size, show_progress=self.show_progress))
+            for row, i in enumerate(images):
+                fill(self.slots[i], "dense", vectors[row])
+
+    def _encode(self, positions: Sequence[int], encode: Callable[[list[Any]], Any]) -> Any:
         try:
-            vectors: np.ndarray = self.vectorizer.encode_mixed(
-                self.items, self.kinds, batch_size=self.batch_size, show_progress=self.show_progress
-            )
+            return encode([self.items[i] for i in positions])
         except InvalidInputError as exc:
-            if exc.index is None or not 0 <= exc.index < len(self.items):
+            if exc.index is None or not 0 <= exc.index < len(positions):
                 raise
-            # The core names the position in our flat list; the caller needs their point / request and the field.
-            raise exc.at(self.owners[exc.index], self.paths[exc.index]) from None
-        for slot, vector in zip(self.slots, vectors):
-            slot.extend(vector.tolist())  # python floats: valid StrictFloat lists for every transport
+            # The core names the position in the list it was given; the caller needs their point / request and
+            # the field.
+            i = positions[exc.index]
+            raise exc.at(self.owners[i], self.paths[i]) from None
+
+
+def placeholder(granularity: Granularity) -> Any:
+    """An empty vector of a granularity's qdrant type, for :func:`fill`."""
+    return models.SparseVector(indices=[], values=[]) if granularity == "sparse" else []
+
+
+def as_vector(granularity: Granularity, value: Any) -> Any:
+    """One encoded value (dense row, ``SparseEmbedding``, multi-vector array) as a qdrant vector."""
+    slot = placeholder(granularity)
+    fill(slot, granularity, value)
+    return slot
+
+
+def fill(slot: Any, granularity: Granularity, value: Any) -> None:
+    """Fill a placeholder in place with one encoded value, as python numbers (valid Strict* fields for every
+    transport)."""
+    if granularity == "sparse":
+        slot.indices.extend(value.indices.tolist())
+        slot.values.extend(value.values.tolist())
+    else:
+        slot.extend(value.tolist())  # dense: (dim,) floats; multivector: (tokens, dim) rows

@@ -8,9 +8,15 @@ call per API call, before anything is sent), and pass copies holding plain vecto
 method. Objects for other models are left for qdrant-client; everything else is qdrant-client's. Being real
 clients, they can be handed to frameworks that type-check (LangChain's ``QdrantVectorStore`` / ``Qdrant``, ...).
 
-Each collection made with :meth:`create_collection` records the model's fingerprint in the collection metadata
+Each collection made with :meth:`create_collection` records the model's fingerprints in the collection metadata
 (qdrant-client >= 1.20, key ``"bge_siglip"``); writes and queries with our objects, and bulk ingest, are refused
 with :class:`~bge_siglip_vectorizer.ModelMismatchError` when that collection was made with another model.
+
+Hybrid collections (``create_collection(name, hybrid=True)``) hold BGE-M3's three granularities in named vectors:
+``"dense"`` (images and texts), ``"sparse"`` (texts' lexical weights) and, with ``multivector=True``,
+``"multivector"`` (texts' ColBERT vectors). ``models.Document(text=..., model="bge-siglip-sparse")`` and
+``model="bge-siglip-multivector"`` ask for the other two, wherever a ``Document`` goes; the record then also
+guards their fingerprints.
 """
 
 from __future__ import annotations
@@ -18,58 +24,54 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import sys
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
-from tqdm.auto import tqdm
 
 from bge_siglip_vectorizer import (
     MODEL_NAME,
-    InvalidInputError,
+    IngestBatch,
+    IngestResult,
+    Modality,
+    MissingHeadError,
     ModelMismatchError,
+    OnError,
     Vectorizer,
     VectorizerOptions,
-    list_image_files,
+    ingest,
+    ingest_items,
     model_reference,
     shared_vectorizer,
+    validate_text,
 )
 
-from ._resolve import Resolution
-from .ingest import Modality, content_id, provenance
+from ._resolve import Granularity, Resolution, as_vector
 
-__all__ = ["AsyncBGESigLIPQdrant", "BGESigLIPQdrant", "DEFAULT_MODEL_NAME", "IngestResult", "METADATA_KEY"]
+__all__ = ["AsyncBGESigLIPQdrant", "BGESigLIPQdrant", "DEFAULT_MODEL_NAME", "HYBRID_VECTORS", "IngestResult",
+           "METADATA_KEY", "MULTIVECTOR_MODEL_NAME", "SPARSE_MODEL_NAME"]
 
 DEFAULT_MODEL_NAME = MODEL_NAME
-#: The collection-metadata key holding ``{"fingerprint", "model", "dim"}`` of the model a collection was made with.
+SPARSE_SUFFIX = "-sparse"
+MULTIVECTOR_SUFFIX = "-multivector"
+#: ``Document.model`` for a text's sparse (lexical) vector, with the default model name
+SPARSE_MODEL_NAME = DEFAULT_MODEL_NAME + SPARSE_SUFFIX
+#: ``Document.model`` for a text's multi-vector (ColBERT), with the default model name
+MULTIVECTOR_MODEL_NAME = DEFAULT_MODEL_NAME + MULTIVECTOR_SUFFIX
+#: The collection-metadata key holding the record of the model a collection was made with: ``fingerprint``
+#: (dense), ``fingerprints`` (per granularity held), ``model``, ``dim``, and ``vectors`` for hybrid collections.
 METADATA_KEY = "bge_siglip"
+#: The vector names of a hybrid collection, per granularity.
+HYBRID_VECTORS: dict[str, str] = {"dense": "dense", "sparse": "sparse", "multivector": "multivector"}
+# At most this many floats of vectors per upsert of bulk ingest: python lists cost ~32 bytes a float, and a
+# multi-vector has tokens x dim of them per text.
+_WRITE_FLOATS = 1 << 20
 # The core's options are this client's keyword options too (derived: a field the core adds is accepted here).
 _OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(VectorizerOptions))
 
-OnError = Literal["raise", "skip"]
-
-
-@dataclass
-class IngestResult:
-    """What ``add_images`` / ``add_texts`` wrote.
-
-    ``ids`` is aligned with the input list (``None`` where an item was skipped); ``skipped`` holds the typed error of
-    each skipped item (``error.index`` is its position in the input list).
-    """
-
-    ids: list[str | int | None] = field(default_factory=list)
-    skipped: list[InvalidInputError] = field(default_factory=list)
-
-    @property
-    def written(self) -> int:
-        return sum(point_id is not None for point_id in self.ids)
-
-
 class _BGESigLIP:
-    """What the sync and async clients share: the model, finding our objects, the model record, ingest planning.
-    No I/O here; each client does its own calls (awaited or not)."""
+    """What the sync and async clients share: the model, finding our objects, the model record, hybrid queries,
+    ingest planning. No I/O here; each client does its own calls (awaited or not)."""
 
     _adopted: Any = None
 
@@ -86,10 +88,20 @@ class _BGESigLIP:
         self.vectorizer: Vectorizer = vectorizer
         self.model_name = model_name
         self.model_names: frozenset[str] = frozenset({model_name} if model is None else {model_name, os.fspath(model)})
+        #: the ``Document.model`` that asks for BGE-M3's sparse (lexical) vector of a text
+        self.sparse_model_name = model_name + SPARSE_SUFFIX
+        #: the ``Document.model`` that asks for BGE-M3's multi-vector (ColBERT) of a text
+        self.multivector_model_name = model_name + MULTIVECTOR_SUFFIX
+        self._granularity_names: dict[str, Granularity] = {
+            **{name: "dense" for name in self.model_names},
+            self.sparse_model_name: "sparse",
+            self.multivector_model_name: "multivector",
+        }
         self.model_ref = model_reference(model) if model is not None else vectorizer.components.source
         self.batch_size = batch_size
         self.show_progress = show_progress
-        self._verified: set[str] = set()
+        # The model record of each collection this client has checked (None: a collection without one).
+        self._records: dict[str, dict[str, Any] | None] = {}
         if isinstance(client, base):
             # Share the given client's connection (local mode locks its folder to one client): this object is
             # that client, plus our methods. The original stays referenced, so it is not closed under us.
@@ -121,47 +133,119 @@ class _BGESigLIP:
         """``VectorParams`` for our vectors: size = model dim, cosine distance; ``options`` (``on_disk``, ...) added."""
         return models.VectorParams(size=self.dim, distance=models.Distance.COSINE, **options)
 
-    def model_record(self) -> dict[str, Any]:
-        """What :meth:`create_collection` records under ``metadata["bge_siglip"]``."""
-        return {"fingerprint": self.vectorizer.fingerprint, "model": self.model_ref, "dim": self.dim}
+    def multivector_params(self, **options: Any) -> models.VectorParams:
+        """``VectorParams`` for texts' multi-vectors: ``multivector_dim``, cosine (the rows are unit vectors),
+        ``MAX_SIM``, and no HNSW graph (``m=0``): Qdrant's setting for a vector that re-ranks prefetched candidates
+        rather than being searched on its own. ``options`` are added (and win)."""
+        self._require_output("multivector")
+        params: dict[str, Any] = {
+            "size": self.vectorizer.multivector_dim, "distance": models.Distance.COSINE,
+            "multivector_config": models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
+            "hnsw_config": models.HnswConfigDiff(m=0),
+        }
+        return models.VectorParams(**{**params, **options})
+
+    def _require_output(self, granularity: Granularity) -> None:
+        if granularity not in self.vectorizer.text_outputs:
+            raise MissingHeadError(
+                f"this model gives {', '.join(self.vectorizer.text_outputs)} text vectors, not {granularity}: its "
+                "text tower lacks BGE-M3's head for it (see `bge-siglip info`)"
+            )
+
+    def model_record(self, granularities: Iterable[Granularity] = ("dense",),
+                     vectors: dict[str, str] | None = None) -> dict[str, Any]:
+        """What :meth:`create_collection` records under ``metadata["bge_siglip"]``: the model, its dense
+        ``fingerprint`` and ``fingerprints`` of the granularities the collection holds (those the model has), and
+        for hybrid collections the name of each granularity's vector (``vectors``)."""
+        fingerprints = self.vectorizer.fingerprints
+        record: dict[str, Any] = {
+            "fingerprint": fingerprints["dense"], "model": self.model_ref, "dim": self.dim,
+            "fingerprints": {g: fingerprints[g] for g in dict.fromkeys(["dense", *granularities]) if g in fingerprints},
+        }
+        if vectors:
+            record["vectors"] = dict(vectors)
+        return record
 
     def get_embedding_size(self, model_name: str | None = None) -> int:
-        """Our model's vector size for its names (``"bge-siglip"``, the model string); others: qdrant-client's."""
+        """Our model's vector size for its names (``"bge-siglip"``, the model string; ``"bge-siglip-multivector"``:
+        the size of one multi-vector row); others: qdrant-client's. Sparse vectors have no fixed size (a
+        ``ValueError``, as qdrant-client answers for its sparse models)."""
         if model_name is None or model_name in self.model_names:
             return self.dim
+        if model_name == self.multivector_model_name:
+            self._require_output("multivector")
+            return int(self.vectorizer.multivector_dim)  # type: ignore[arg-type]
+        if model_name == self.sparse_model_name:
+            raise ValueError("Sparse embeddings do not return fixed embedding size and distance type")
         return super().get_embedding_size(model_name)  # type: ignore[misc]
 
-    def _collection_arguments(self, vectors_config: Any, vector_names: Sequence[str] | None,
-                              kwargs: dict[str, Any]) -> dict[str, Any]:
-        if vectors_config is None:
+    def _collection_arguments(self, vectors_config: Any, vector_names: Sequence[str] | None, hybrid: bool,
+                              multivector: bool, sparse_modifier: models.Modifier | None,
+                              kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """qdrant-client's ``create_collection`` arguments, and the model record they carry."""
+        layout = None
+        if hybrid:
+            if vectors_config is not None or vector_names or kwargs.get("sparse_vectors_config") is not None:
+                raise ValueError("hybrid=True makes the collection's vectors itself: leave out vectors_config, "
+                                 "vector_names and sparse_vectors_config")
+            layout = {g: HYBRID_VECTORS[g] for g in ("dense", "sparse", *(("multivector",) if multivector else ()))}
+            self._require_output("sparse")
+            vectors_config = {layout["dense"]: self.vector_params()}
+            if multivector:
+                vectors_config[layout["multivector"]] = self.multivector_params()
+            kwargs["sparse_vectors_config"] = {layout["sparse"]: models.SparseVectorParams(modifier=sparse_modifier)}
+        elif multivector or sparse_modifier is not None:
+            raise ValueError("multivector= and sparse_modifier= shape a hybrid collection: pass hybrid=True too")
+        elif vectors_config is None:
             params = self.vector_params()
             vectors_config = {name: params for name in vector_names} if vector_names else params
         elif vector_names:
             raise ValueError("pass either vectors_config or vector_names, not both")
-        metadata = {**(kwargs.pop("metadata", None) or {}), METADATA_KEY: self.model_record()}
-        return {"vectors_config": vectors_config, "metadata": metadata, **kwargs}
+        # Sparse and multi-vector fingerprints are recorded where the collection has such vectors (hybrid or a
+        # config of the caller's), so a model with other heads is refused there too.
+        held: list[Granularity] = ["dense"]
+        if kwargs.get("sparse_vectors_config"):
+            held.append("sparse")
+        params_list = vectors_config.values() if isinstance(vectors_config, dict) else [vectors_config]
+        if any(getattr(p, "multivector_config", None) is not None for p in params_list):
+            held.append("multivector")
+        record = self.model_record(held, layout)
+        metadata = {**(kwargs.pop("metadata", None) or {}), METADATA_KEY: record}
+        return {"vectors_config": vectors_config, "metadata": metadata, **kwargs}, record
 
     def _check_record(self, collection_name: str, info: Any) -> None:
         record = (getattr(info.config, "metadata", None) or {}).get(METADATA_KEY)
-        if record is not None and record.get("fingerprint") != self.vectorizer.fingerprint:
-            raise ModelMismatchError(f"Qdrant collection {collection_name!r}", str(record.get("fingerprint")),
-                                     self.vectorizer.fingerprint, hint=f"it was made with {record.get('model')!r}")
-        self._verified.add(collection_name)  # unrecorded collections (not made by create_collection): unguarded
+        if record is not None:
+            mine = self.vectorizer.fingerprints
+            for granularity, stored in _record_fingerprints(record).items():
+                # A granularity this model lacks is not a mismatch: asking for it is the core's MissingHeadError.
+                given = mine.get(granularity)
+                if given is not None and given != stored:
+                    where = f"Qdrant collection {collection_name!r}"
+                    raise ModelMismatchError(where if granularity == "dense" else f"{where} ({granularity} vectors)",
+                                             str(stored), given, hint=f"it was made with {record.get('model')!r}")
+        self._records[collection_name] = record  # unrecorded collections (not made by create_collection): unguarded
 
     @staticmethod
     def _changes_record(metadata: Any) -> bool:
         return bool(metadata) and METADATA_KEY in metadata
 
     def _check_record_update(self, collection_name: str, metadata: Any, info: Any) -> None:
-        """A metadata update may not point the collection's model record at another model (or drop it)."""
-        stored = ((getattr(info.config, "metadata", None) or {}).get(METADATA_KEY) or {}).get("fingerprint")
-        given = (metadata[METADATA_KEY] or {}).get("fingerprint", "")
-        if stored is not None and given != stored:
-            raise ModelMismatchError(f"Qdrant collection {collection_name!r}", stored, str(given),
-                                     hint="its model record cannot be changed to another model")
+        """A metadata update may not point the collection's model record at another model (or drop it), for any
+        granularity it records."""
+        self._records.pop(collection_name, None)  # read again after the update
+        stored = (getattr(info.config, "metadata", None) or {}).get(METADATA_KEY)
+        if stored is None:
+            return
+        given = _record_fingerprints(metadata[METADATA_KEY] or {})
+        for granularity, fingerprint in _record_fingerprints(stored).items():
+            if given.get(granularity) != fingerprint:
+                raise ModelMismatchError(f"Qdrant collection {collection_name!r}", str(fingerprint),
+                                         str(given.get(granularity) or ""),
+                                         hint=f"its model record ({granularity}) cannot be changed to another model")
 
     def _resolution(self) -> Resolution:
-        return Resolution(self.vectorizer, self.model_names, self.batch_size, self.show_progress)
+        return Resolution(self.vectorizer, self._granularity_names, self.batch_size, self.show_progress)
 
     def _collect(self, obj: Any, root: str) -> tuple[Any, Resolution]:
         resolution = self._resolution()
@@ -182,91 +266,111 @@ class _BGESigLIP:
         resolution.run()
         return resolved
 
-    # ------------------------------------------------------------------------------------------------ bulk ingest
-    def _ingest_plan(self, items: Any, modality: Modality, payloads: Sequence[dict[str, Any] | None] | None,
-                     ids: Sequence[str | int] | None, vector_name: str | None, chunk_size: int, on_error: OnError,
-                     show_progress: bool | None, result: IngestResult) -> Iterator[list[models.PointStruct]]:
-        """Yields the chunks of points to write, in order; the caller writes each (sync or awaited).
+    # ------------------------------------------------------------------------------------------------ hybrid
+    def hybrid_request(self, text: str, *, limit: int = 10, fusion: models.Fusion | str = models.Fusion.RRF,
+                       candidates: int | None = None, rerank: bool = False,
+                       vectors: dict[str, str] | None = None, **fields: Any) -> models.QueryRequest:
+        """The usual hybrid query for ``text`` as a stock ``QueryRequest`` of our ``Document`` objects: prefetch
+        ``candidates`` (default ``4 * limit``) by the dense and by the sparse vector, fuse them with ``fusion``
+        (``"rrf"`` or ``"dbsf"``) and, with ``rerank``, re-score the fused candidates by the multi-vector (MaxSim).
 
-        ``on_error="raise"``: every chunk is encoded before the first is yielded, so a bad item anywhere writes
-        nothing (vectors are small: dim x 4 bytes each). ``on_error="skip"``: bad items never raise, so chunks are
-        yielded as they are encoded and memory stays bounded by one chunk.
+        Pass it to ``query_batch_points`` (several hybrid queries, one encode call), or use :meth:`query_hybrid`.
+        ``vectors``: the name of each granularity's vector (default :data:`HYBRID_VECTORS`, what
+        ``create_collection(..., hybrid=True)`` makes). ``fields``: other ``QueryRequest`` fields (``filter``,
+        ``with_payload``, ...). Only texts have sparse and multi-vectors: images in the collection come in through
+        the dense prefetch, and a multi-vector re-rank leaves them out.
         """
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-        for name, values in (("payloads", payloads), ("ids", ids)):
-            if values is not None and len(values) != len(items):
-                raise ValueError(f"{name} has {len(values)} entries for {len(items)} {modality}s")
-        result.ids = [None] * len(items)
-        show = show_progress if show_progress is not None else (len(items) > chunk_size and sys.stderr.isatty())
-        pending: list[list[models.PointStruct]] = []
-        with tqdm(total=len(items), unit=modality, desc=f"adding {modality}s", disable=not show) as bar:
-            for start in range(0, len(items), chunk_size):
-                positions = list(range(start, min(start + chunk_size, len(items))))
-                kept, vectors = self._encode_chunk(items, positions, modality, on_error, result.skipped, show_progress)
-                points = []
-                for i, vector in zip(kept, vectors):
-                    point_id = ids[i] if ids is not None else content_id(items[i], modality)
-                    extra = (payloads[i] if payloads is not None else None) or {}
-                    plain = vector.tolist()
-                    points.append(models.PointStruct(
-                        id=point_id,
-                        vector={vector_name: plain} if vector_name else plain,
-                        payload={**provenance(items[i], modality), **extra},
-                    ))
-                    result.ids[i] = point_id
-                bar.update(len(positions))
-                if on_error == "skip":
-                    yield points
-                else:
-                    pending.append(points)
-        yield from pending
+        validate_text(text, None)
+        layout = dict(vectors or HYBRID_VECTORS)
+        fusion = models.Fusion(fusion)
+        candidates = 4 * limit if candidates is None else candidates
+        if candidates < 1 or limit < 1:
+            raise ValueError(f"limit and candidates must be positive, got {limit} and {candidates}")
+        models_of = {"dense": self.model_name, "sparse": self.sparse_model_name,
+                     "multivector": self.multivector_model_name}
 
-    def _encode_chunk(self, items: list[Any], positions: list[int], modality: Modality, on_error: OnError,
-                      skipped: list[InvalidInputError], show_progress: bool | None) -> tuple[list[int], np.ndarray]:
-        """Encode ``items[positions]``; returns the kept positions and their vectors. Errors name the input index."""
-        encode = self.vectorizer.encode_images if modality == "image" else self.vectorizer.encode_texts
-        kept: list[int] = []
-        parts: list[np.ndarray] = []
-        segments = [positions]
-        while segments:
-            segment = segments.pop(0)
-            if not segment:
-                continue
-            try:
-                batch = [items[i] for i in segment]
-                parts.append(encode(batch, batch_size=self.batch_size, show_progress=show_progress))
-                kept.extend(segment)
-            except InvalidInputError as exc:
-                if exc.index is None or not 0 <= exc.index < len(segment):
-                    raise
-                error = exc.at(segment[exc.index])  # position in the caller's list, not in this chunk
-                if on_error == "raise":
-                    raise error from None
-                skipped.append(error)
-                # The core reports the first bad item in order, so the items before it are fine: encode them and
-                # go on after it (each good item is encoded about once, however many bad ones there are).
-                segments[:0] = [segment[: exc.index], segment[exc.index + 1 :]]
-        vectors = np.concatenate(parts) if parts else np.empty((0, self.dim), dtype=np.float32)
-        return kept, vectors
+        def by(granularity: Granularity) -> models.Document:
+            return models.Document(text=text, model=models_of[granularity])
 
+        prefetch = [models.Prefetch(query=by(g), using=layout[g], limit=candidates) for g in ("dense", "sparse")]
+        fused = models.FusionQuery(fusion=fusion)
+        if not rerank:
+            return models.QueryRequest(prefetch=prefetch, query=fused, limit=limit, **fields)
+        if "multivector" not in layout:
+            raise ValueError("rerank=True needs a multi-vector: create the collection with hybrid=True, "
+                             "multivector=True (or name it in vectors=)")
+        return models.QueryRequest(prefetch=models.Prefetch(prefetch=prefetch, query=fused, limit=candidates),
+                                   query=by("multivector"), using=layout["multivector"], limit=limit, **fields)
 
-def _image_items(images: str | os.PathLike | Iterable[Any]) -> list[Any]:
-    if isinstance(images, (str, os.PathLike)):
-        if not os.path.isdir(images):
-            raise InvalidInputError(
-                f"expected a folder or a list of images, got {os.fspath(images)!r}; wrap a single image in a list"
-            )
-        return list_image_files(images)
-    return list(images)
+    def _hybrid_layout(self, collection_name: str) -> dict[str, str]:
+        layout = (self._records.get(collection_name) or {}).get("vectors")
+        if not layout or "sparse" not in layout:
+            raise ValueError(f"Qdrant collection {collection_name!r} was not made with create_collection(..., "
+                             "hybrid=True); pass query_points the fields of hybrid_request(text, vectors={...}) "
+                             "naming its vectors")
+        return layout
+
+    @staticmethod
+    def _query_fields(request: models.QueryRequest) -> dict[str, Any]:
+        return {"prefetch": request.prefetch, "query": request.query, "using": request.using, "limit": request.limit}
+
+    # ------------------------------------------------------------------------------------------------ bulk ingest
+    def _targets(self, collection_name: str, modality: Modality,
+                 vector_name: str | None) -> list[tuple[Granularity, str | None]]:
+        """Which vectors ``add_images`` / ``add_texts`` fill: the one named, else every vector of a hybrid
+        collection the modality has (images: dense only), else the unnamed one."""
+        if vector_name is not None:
+            return [("dense", vector_name)]
+        layout = (self._records.get(collection_name) or {}).get("vectors")
+        if not layout:
+            return [("dense", None)]
+        if modality == "image":
+            return [("dense", layout["dense"])]
+        return list(layout.items())
+
+    def _run_ingest(self, items: list[Any], modality: Modality, targets: list[tuple[Granularity, str | None]],
+                    upsert: Callable[[list[models.PointStruct]], None],
+                    payloads: Sequence[dict[str, Any] | None] | None, ids: Sequence[str | int] | None,
+                    chunk_size: int, on_error: OnError, show_progress: bool | None) -> IngestResult:
+        """The core's bulk ingest (ids, provenance, chunks, ``on_error``), each chunk upserted in write groups of at
+        most ``_WRITE_FLOATS`` floats, so multi-vectors (``tokens x dim`` per text) never turn a whole chunk into
+        python lists at once."""
+        granularities = {g for g, _ in targets}
+
+        def write(batch: IngestBatch) -> None:
+            for points in _point_groups(batch, targets):
+                upsert(points)
+
+        return ingest(self.vectorizer, items, modality, write, ids=ids, payloads=payloads, chunk_size=chunk_size,
+                      batch_size=self.batch_size, on_error=on_error, show_progress=show_progress,
+                      sparse="sparse" in granularities, multivector="multivector" in granularities)
 
 
-def _text_items(texts: Iterable[str]) -> list[str]:
-    if isinstance(texts, str):
-        raise InvalidInputError("expected a list of texts, got a single str; wrap it in a list")
-    return list(texts)
+def _point_groups(batch: IngestBatch, targets: list[tuple[Granularity, str | None]]) -> Iterator[list[models.PointStruct]]:
+    columns = {"dense": batch.vectors, "sparse": batch.sparse, "multivector": batch.multivector}
+    group: list[models.PointStruct] = []
+    floats = 0
+    for row, point_id in enumerate(batch.ids):
+        if targets[0][1] is None:
+            vector: Any = as_vector("dense", columns["dense"][row])
+        else:
+            vector = {name: as_vector(g, columns[g][row]) for g, name in targets}
+        group.append(models.PointStruct(id=point_id, vector=vector, payload=batch.payloads[row]))
+        floats += sum(_floats(g, columns[g][row]) for g, _ in targets)
+        if floats >= _WRITE_FLOATS:
+            yield group
+            group, floats = [], 0
+    if group:
+        yield group
+
+
+def _record_fingerprints(record: dict[str, Any]) -> dict[str, Any]:
+    """``{granularity: fingerprint}`` of a model record (records before hybrid collections hold only the dense one)."""
+    return {"dense": record.get("fingerprint"), **(record.get("fingerprints") or {})}
+
+
+def _floats(granularity: Granularity, value: Any) -> int:
+    return 2 * len(value) if granularity == "sparse" else int(value.size)
 
 
 _CLIENT_DOC = """
@@ -297,13 +401,20 @@ class BGESigLIPQdrant(_BGESigLIP, QdrantClient):
 
     # ------------------------------------------------------------------------------------------------ collections
     def create_collection(self, collection_name: str, vectors_config: Any = None, *,
-                          vector_names: Sequence[str] | None = None, **kwargs: Any) -> bool:
-        """Create a collection for our vectors (one unnamed vector, or one per name in ``vector_names``) and record
-        the model in its metadata. An explicit ``vectors_config`` is passed through; other keywords go to
-        qdrant-client (your ``metadata`` is kept beside our record)."""
-        created = super().create_collection(collection_name,
-                                            **self._collection_arguments(vectors_config, vector_names, kwargs))
-        self._verified.add(collection_name)
+                          vector_names: Sequence[str] | None = None, hybrid: bool = False, multivector: bool = False,
+                          sparse_modifier: models.Modifier | None = None, **kwargs: Any) -> bool:
+        """Create a collection for our vectors and record the model in its metadata.
+
+        Default: one unnamed dense vector, or one per name in ``vector_names``; an explicit ``vectors_config`` is
+        passed through. ``hybrid=True``: named vectors ``"dense"`` (images and texts, :meth:`vector_params`) and
+        ``"sparse"`` (texts; ``SparseVectorParams(modifier=sparse_modifier)``, e.g. ``models.Modifier.IDF``), and
+        with ``multivector=True`` ``"multivector"`` (texts, :meth:`multivector_params`) - see
+        :data:`HYBRID_VECTORS`. Other keywords go to qdrant-client (your ``metadata`` is kept beside our record).
+        """
+        arguments, record = self._collection_arguments(vectors_config, vector_names, hybrid, multivector,
+                                                       sparse_modifier, kwargs)
+        created = super().create_collection(collection_name, **arguments)
+        self._records[collection_name] = record
         return created
 
     def update_collection(self, collection_name: str, *args: Any, metadata: Any = None, **kwargs: Any) -> bool:
@@ -314,12 +425,13 @@ class BGESigLIPQdrant(_BGESigLIP, QdrantClient):
         return super().update_collection(collection_name, *args, metadata=metadata, **kwargs)
 
     def delete_collection(self, collection_name: str, *args: Any, **kwargs: Any) -> bool:
-        self._verified.discard(collection_name)
+        self._records.pop(collection_name, None)
         return super().delete_collection(collection_name, *args, **kwargs)
 
     def check_model(self, collection_name: str) -> None:
-        """``ModelMismatchError`` if ``collection_name`` was made with another model (read once per client)."""
-        if collection_name not in self._verified:
+        """``ModelMismatchError`` if ``collection_name`` was made with another model, for any granularity it holds
+        (read once per client)."""
+        if collection_name not in self._records:
             self._check_record(collection_name, super().get_collection(collection_name))
 
     def _resolved(self, collection_name: str, obj: Any, root: str) -> Any:
@@ -387,6 +499,17 @@ class BGESigLIPQdrant(_BGESigLIP, QdrantClient):
         requests = self._resolved(collection_name, list(requests), "requests")
         return super().query_batch_points(collection_name, requests=requests, **kwargs)
 
+    def query_hybrid(self, collection_name: str, text: str, *, limit: int = 10,
+                     fusion: models.Fusion | str = models.Fusion.RRF, candidates: int | None = None,
+                     rerank: bool = False, **kwargs: Any) -> models.QueryResponse:
+        """Hybrid search of a collection made with ``hybrid=True``: :meth:`hybrid_request` on its vectors, through
+        :meth:`query_points` (one forward pass of ``text`` for all granularities). ``kwargs``: other
+        ``query_points`` arguments (``query_filter``, ``with_payload``, ...)."""
+        self.check_model(collection_name)
+        request = self.hybrid_request(text, limit=limit, fusion=fusion, candidates=candidates, rerank=rerank,
+                                      vectors=self._hybrid_layout(collection_name))
+        return self.query_points(collection_name, **self._query_fields(request), **kwargs)
+
     # ------------------------------------------------------------------------------------------------ bulk ingest
     def add_images(self, collection_name: str, images: str | os.PathLike | Iterable[Any], *,
                    payloads: Sequence[dict[str, Any] | None] | None = None, ids: Sequence[str | int] | None = None,
@@ -400,26 +523,34 @@ class BGESigLIPQdrant(_BGESigLIP, QdrantClient):
         ``chunk_size``. ``on_error="raise"`` (default): the first bad item raises its typed error (``index`` =
         position in ``images``) and nothing is written. ``on_error="skip"``: bad items are left out and reported in
         :attr:`IngestResult.skipped`, and chunks are written as they are encoded.
+
+        Vectors: the one named ``vector_name``; else in a hybrid collection the ``"dense"`` one (images have no
+        sparse or multi-vector); else the unnamed one.
         """
-        return self._ingest(collection_name, _image_items(images), "image", payloads, ids, vector_name, chunk_size,
-                            on_error, show_progress, wait)
+        return self._ingest(collection_name, ingest_items(images, "image"), "image", payloads, ids, vector_name,
+                            chunk_size, on_error, show_progress, wait)
 
     def add_texts(self, collection_name: str, texts: Iterable[str], *,
                   payloads: Sequence[dict[str, Any] | None] | None = None, ids: Sequence[str | int] | None = None,
                   vector_name: str | None = None, chunk_size: int = 256, on_error: OnError = "raise",
                   show_progress: bool | None = None, wait: bool = True) -> IngestResult:
-        """Embed and upsert texts; the same rules as :meth:`add_images` (payload records ``modality`` and ``text``)."""
-        return self._ingest(collection_name, _text_items(texts), "text", payloads, ids, vector_name, chunk_size,
-                            on_error, show_progress, wait)
+        """Embed and upsert texts; the same rules as :meth:`add_images` (payload records ``modality`` and ``text``).
 
-    def _ingest(self, collection_name: str, items: list[Any], modality: Modality, *args: Any) -> IngestResult:
-        *plan_args, wait = args
+        In a hybrid collection (and no ``vector_name``) every vector it has is filled: dense, sparse and, where
+        made, multi-vector, from one forward pass per batch. Texts are validated before the first write, then
+        written chunk by chunk (memory stays bounded by a chunk with multi-vectors too)."""
+        return self._ingest(collection_name, ingest_items(texts, "text"), "text", payloads, ids, vector_name,
+                            chunk_size, on_error, show_progress, wait)
+
+    def _ingest(self, collection_name: str, items: list[Any], modality: Modality,
+                payloads: Sequence[dict[str, Any] | None] | None, ids: Sequence[str | int] | None,
+                vector_name: str | None, *args: Any) -> IngestResult:
+        *ingest_args, wait = args
         self.check_model(collection_name)
-        result = IngestResult()
-        for points in self._ingest_plan(items, modality, *plan_args, result):
-            if points:
-                super().upsert(collection_name, points=points, wait=wait)
-        return result
+        upsert = super().upsert
+        return self._run_ingest(items, modality, self._targets(collection_name, modality, vector_name),
+                                lambda points: upsert(collection_name, points=points, wait=wait), payloads, ids,
+                                *ingest_args)
 
 
 class AsyncBGESigLIPQdrant(_BGESigLIP, AsyncQdrantClient):
@@ -440,10 +571,13 @@ class AsyncBGESigLIPQdrant(_BGESigLIP, AsyncQdrantClient):
 
     # ------------------------------------------------------------------------------------------------ collections
     async def create_collection(self, collection_name: str, vectors_config: Any = None, *,
-                                vector_names: Sequence[str] | None = None, **kwargs: Any) -> bool:
-        created = await super().create_collection(collection_name,
-                                                  **self._collection_arguments(vectors_config, vector_names, kwargs))
-        self._verified.add(collection_name)
+                                vector_names: Sequence[str] | None = None, hybrid: bool = False,
+                                multivector: bool = False, sparse_modifier: models.Modifier | None = None,
+                                **kwargs: Any) -> bool:
+        arguments, record = self._collection_arguments(vectors_config, vector_names, hybrid, multivector,
+                                                       sparse_modifier, kwargs)
+        created = await super().create_collection(collection_name, **arguments)
+        self._records[collection_name] = record
         return created
 
     async def update_collection(self, collection_name: str, *args: Any, metadata: Any = None, **kwargs: Any) -> bool:
@@ -452,11 +586,11 @@ class AsyncBGESigLIPQdrant(_BGESigLIP, AsyncQdrantClient):
         return await super().update_collection(collection_name, *args, metadata=metadata, **kwargs)
 
     async def delete_collection(self, collection_name: str, *args: Any, **kwargs: Any) -> bool:
-        self._verified.discard(collection_name)
+        self._records.pop(collection_name, None)
         return await super().delete_collection(collection_name, *args, **kwargs)
 
     async def check_model(self, collection_name: str) -> None:
-        if collection_name not in self._verified:
+        if collection_name not in self._records:
             self._check_record(collection_name, await super().get_collection(collection_name))
 
     async def _run(self, collection_name: str, resolution: Resolution) -> None:
@@ -494,7 +628,7 @@ class AsyncBGESigLIPQdrant(_BGESigLIP, AsyncQdrantClient):
 
     def _run_blocking(self, collection_name: str, resolution: Resolution) -> None:
         if len(resolution):
-            if collection_name not in self._verified:
+            if collection_name not in self._records:
                 # A plain method cannot await the model check; every awaited call on the collection does it.
                 raise RuntimeError(f"await client.check_model({collection_name!r}) (or any awaited call on it) "
                                    "before upload_points/upload_collection with bge-siglip objects")
@@ -527,6 +661,15 @@ class AsyncBGESigLIPQdrant(_BGESigLIP, AsyncQdrantClient):
         requests = await self._resolved(collection_name, list(requests), "requests")
         return await super().query_batch_points(collection_name, requests=requests, **kwargs)
 
+    async def query_hybrid(self, collection_name: str, text: str, *, limit: int = 10,
+                           fusion: models.Fusion | str = models.Fusion.RRF, candidates: int | None = None,
+                           rerank: bool = False, **kwargs: Any) -> models.QueryResponse:
+        """:meth:`BGESigLIPQdrant.query_hybrid`, awaited; encoding runs in a worker thread."""
+        await self.check_model(collection_name)
+        request = self.hybrid_request(text, limit=limit, fusion=fusion, candidates=candidates, rerank=rerank,
+                                      vectors=self._hybrid_layout(collection_name))
+        return await self.query_points(collection_name, **self._query_fields(request), **kwargs)
+
     # ------------------------------------------------------------------------------------------------ bulk ingest
     async def add_images(self, collection_name: str, images: str | os.PathLike | Iterable[Any], *,
                          payloads: Sequence[dict[str, Any] | None] | None = None,
@@ -534,7 +677,7 @@ class AsyncBGESigLIPQdrant(_BGESigLIP, AsyncQdrantClient):
                          chunk_size: int = 256, on_error: OnError = "raise", show_progress: bool | None = None,
                          wait: bool = True) -> IngestResult:
         """:meth:`BGESigLIPQdrant.add_images`, awaited; listing and encoding run in a worker thread."""
-        items = await asyncio.to_thread(_image_items, images)
+        items = await asyncio.to_thread(ingest_items, images, "image")
         return await self._ingest(collection_name, items, "image", payloads, ids, vector_name, chunk_size,
                                   on_error, show_progress, wait)
 
@@ -544,16 +687,21 @@ class AsyncBGESigLIPQdrant(_BGESigLIP, AsyncQdrantClient):
                         chunk_size: int = 256, on_error: OnError = "raise", show_progress: bool | None = None,
                         wait: bool = True) -> IngestResult:
         """:meth:`BGESigLIPQdrant.add_texts`, awaited; encoding runs in a worker thread."""
-        return await self._ingest(collection_name, _text_items(texts), "text", payloads, ids, vector_name,
+        return await self._ingest(collection_name, ingest_items(texts, "text"), "text", payloads, ids, vector_name,
                                   chunk_size, on_error, show_progress, wait)
 
-    async def _ingest(self, collection_name: str, items: list[Any], modality: Modality, *args: Any) -> IngestResult:
-        *plan_args, wait = args
+    async def _ingest(self, collection_name: str, items: list[Any], modality: Modality,
+                      payloads: Sequence[dict[str, Any] | None] | None, ids: Sequence[str | int] | None,
+                      vector_name: str | None, *args: Any) -> IngestResult:
+        *ingest_args, wait = args
         await self.check_model(collection_name)
-        result = IngestResult()
-        plan = self._ingest_plan(items, modality, *plan_args, result)
-        done = object()
-        while (points := await asyncio.to_thread(next, plan, done)) is not done:
-            if points:
-                await super().upsert(collection_name, points=points, wait=wait)
-        return result
+        loop = asyncio.get_running_loop()
+        upsert = super().upsert
+
+        def write(points: list[models.PointStruct]) -> None:
+            # The ingest runs in a worker thread (encoding off the loop); each write is awaited on the loop.
+            asyncio.run_coroutine_threadsafe(upsert(collection_name, points=points, wait=wait), loop).result()
+
+        targets = self._targets(collection_name, modality, vector_name)
+        return await asyncio.to_thread(self._run_ingest, items, modality, targets, write, payloads, ids,
+                                       *ingest_args)
