@@ -9,7 +9,7 @@ takes each file's content id (:class:`~bge_siglip_ui.files.FileIds`: unchanged f
 the ids the collection does not hold yet (new or edited files; a moved or copied file keeps its id and is not
 embedded again), and deletes the points of files that are gone. Files are decoded in a thread pool one batch ahead
 of the model (the core's ``ImagePreparer``), encoded with ``encode_prepared`` (the vectors of ``encode_images``) and
-upserted through the Qdrant adapter with the payload its ``add_images`` writes. A file that does not decode is
+upserted through the Qdrant adapter with the payload its ``add_images`` writes (the core's ``provenance``). A file that does not decode is
 reported (page and terminal) and left out; the next start tries it again.
 """
 
@@ -27,7 +27,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from bge_siglip_vectorizer import InvalidInputError, PatchedImage, StoreTarget, Vectorizer, list_image_files
+from bge_siglip_vectorizer import (
+    InvalidInputError,
+    PatchedImage,
+    StoreTarget,
+    Vectorizer,
+    list_image_files,
+    provenance,
+)
 
 from .files import FileIds
 from .stores import QdrantStore, Record, StoreError, local_qdrant
@@ -141,7 +148,6 @@ class FolderIndex:
 
     def sync(self, show_progress: bool | None = None) -> Progress:
         """Bring the collection up to date with the folder; progress in :attr:`progress` (and on the terminal)."""
-        from bge_siglip_qdrant import provenance
         from qdrant_client import models
         from tqdm.auto import tqdm
 
