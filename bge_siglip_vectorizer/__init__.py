@@ -31,9 +31,10 @@ from .bulk import (  # noqa: E402
     provenance,
 )
 from .ids import ID_NAMESPACE, Modality, content_id  # noqa: E402
-from .inputs import ImageLimits, decode_base64, list_image_files, load_base64_image, validate_text  # noqa: E402
+from .inputs import ImageLimits, decode_base64, list_image_files, load_base64_image, open_image, validate_text  # noqa: E402
 from .options import add_options, check_options, option, options_from_args, vector_option_names  # noqa: E402
 from .preprocess import PatchedImage  # noqa: E402
+from .targets import STORE_ADAPTERS, StoreTarget  # noqa: E402
 from .references import MODEL_DIR_ENV, model_reference, resolve_model_reference  # noqa: E402
 from .text_outputs import SparseEmbedding, TextEncodings  # noqa: E402
 from .vectorizer import (  # noqa: E402
@@ -64,11 +65,14 @@ __all__ = [
     "content_id",
     "provenance",
     "ID_NAMESPACE",
+    "StoreTarget",
+    "STORE_ADAPTERS",
     "SparseEmbedding",
     "TextEncodings",
     "ImageLimits",
     "list_image_files",
     "load_base64_image",
+    "open_image",
     "decode_base64",
     "available_cpus",
     "validate_text",

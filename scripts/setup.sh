@@ -12,4 +12,5 @@ PYTHON="${PYTHON:-python3}"
 # resolves them from these paths.
 .venv/bin/python -m pip install --quiet -e ".[test,onnx]" \
     -e ./integrations/chroma -e "./integrations/qdrant[test]" -e "./integrations/weaviate[test]" \
-    -e "./integrations/milvus[lite]" -e ./integrations/lancedb -e "./integrations/ray[test]" -e ./tools
+    -e "./integrations/milvus[lite]" -e ./integrations/lancedb -e "./integrations/ray[test]" \
+    -e ./tools -e "./ui[test]"

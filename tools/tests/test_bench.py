@@ -41,7 +41,7 @@ def test_json_has_every_scenario_with_numbers(quick_run) -> None:
     _, out, _ = quick_run
     report = json.loads((out / "bench.json").read_text())
     assert report["schema"] == "bge-siglip-bench/1" and report["quick"] is True
-    assert set(report["scenarios"]) == set(NAMES) and len(NAMES) == 9
+    assert set(report["scenarios"]) == set(NAMES) and len(NAMES) == 10
     for name, scenario in report["scenarios"].items():
         assert scenario["status"] == "ok", (name, scenario["error"], scenario["details"].get("traceback"))
         assert scenario["measurements"], name

@@ -1,6 +1,6 @@
 """Writing embedded rows into the vector databases through the adapters, in-process or as Ray ``Datasink``s.
 
-A store is named by a URI-like *target*::
+A store is named by a URI-like *target*, in the core's syntax (:class:`bge_siglip_vectorizer.StoreTarget`)::
 
     qdrant:./qdrant#photos              Qdrant local mode (a folder)
     qdrant:http://localhost:6333#photos Qdrant server
@@ -38,6 +38,7 @@ from bge_siglip_vectorizer import (
     InvalidInputError,
     Modality,
     OptionalDependencyError,
+    StoreTarget,
     model_reference,
     provenance,
     resolve_model_reference,
@@ -53,6 +54,7 @@ else:
     except ImportError:  # pragma: no cover - ray[data] is a dependency; keeps the in-process path importable
         _DatasinkBase = object
 
+#: The stores this package writes to (through their adapters).
 SCHEMES = ("qdrant", "chroma", "milvus", "lancedb")
 #: ``write_datasink(sink, ray_remote_args=WRITE_TASK_ARGS)``: a write task only hands its blocks to the writer
 #: actor, so it reserves no CPU; with the default (one CPU each) writes wait behind decode tasks for a free CPU.
@@ -65,33 +67,10 @@ KEEP_ERRORS = 100
 MODEL_OPTIONS = ("device", "dtype", "backend", "max_num_patches")
 
 
-@dataclass(frozen=True)
-class Target:
-    """A parsed target: ``scheme:location#collection``."""
+class Target(StoreTarget):
+    """A parsed target ``scheme:location#collection`` (the core's syntax) naming a store this package writes."""
 
-    scheme: str
-    location: str
-    collection: str
-
-    @classmethod
-    def parse(cls, text: str) -> "Target":
-        scheme, sep, rest = text.partition(":")
-        location, hash_, collection = rest.rpartition("#")
-        if not sep or not hash_ or not location or not collection:
-            raise ValueError(f"target {text!r} is not of the form SCHEME:LOCATION#COLLECTION (e.g. qdrant:./db#photos)")
-        scheme = scheme.lower()
-        if scheme not in SCHEMES:
-            raise ValueError(f"unknown store {scheme!r} in target {text!r}; supported: {', '.join(SCHEMES)}")
-        if scheme == "milvus" and not (location.startswith(("http://", "https://")) or location.endswith(".db")):
-            raise ValueError(f"target {text!r}: a Milvus location is a milvus-lite file ending in .db or a server URL")
-        return cls(scheme, location, collection)
-
-    @property
-    def is_url(self) -> bool:
-        return self.location.startswith(("http://", "https://"))
-
-    def __str__(self) -> str:
-        return f"{self.scheme}:{self.location}#{self.collection}"
+    supported = SCHEMES
 
 
 @dataclass

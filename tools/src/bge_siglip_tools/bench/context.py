@@ -38,6 +38,9 @@ class Plan:
     scaling: dict[int, tuple[int, tuple[int, ...], int]] = field(
         default_factory=lambda: {64: (16, (1, 4, 16), 2), 256: (8, (1, 2, 4, 8), 1), 1024: (4, (1, 4), 1)}
     )
+    # The search page: gallery size (issue 19: responsive on 10,000 images) and text queries per timed run.
+    ui_gallery: int = 10_000
+    ui_queries: int = 10
 
 
 FULL_PLAN = Plan()
@@ -45,7 +48,7 @@ QUICK_PLAN = Plan(
     reps=2, warmup=1, preprocess_images=12, preprocess_reps=2, ingest_images=6, ingest_batch=4, ray_images=6,
     server_clients=32, server_requests_per_client=1, server_rounds={256: 1, 64: 1, 1024: 1}, per_item_images=4,
     per_item_reps=2, onnx_images=4, onnx_texts=8, texts=16, text_batch=8,
-    scaling={64: (4, (1, 4), 1), 256: (4, (1, 4), 1), 1024: (2, (1, 2), 1)},
+    scaling={64: (4, (1, 4), 1), 256: (4, (1, 4), 1), 1024: (2, (1, 2), 1)}, ui_gallery=400, ui_queries=3,
 )
 # On a GPU a forward costs milliseconds, not seconds: more items, so each timed run lasts long enough to measure.
 GPU_PLAN = Plan(

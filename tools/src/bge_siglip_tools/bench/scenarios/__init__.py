@@ -16,6 +16,7 @@ MODULES: dict[str, str] = {
     "scaling": "scaling",
     "photos": "photos",
     "ray": "ray",
+    "ui": "ui",
 }
 NAMES: tuple[str, ...] = tuple(MODULES)
 
