@@ -1,4 +1,4 @@
-"""8. Ray Data: files -> vectors with ``embed_dataset`` on local Ray vs in-process ``encode_images``, same files.
+"""9. Ray Data: files -> vectors with ``embed_dataset`` on local Ray vs in-process ``encode_images``, same files.
 
 * ``in-process``: ``Vectorizer.encode_images(paths)`` (decode thread pool one window ahead of the model).
 * ``Ray``: ``embed_dataset(read_binary_files(paths, include_paths=True), image_column="bytes")`` consumed with
