@@ -28,7 +28,7 @@ from bge_siglip_vectorizer import (
     VectorizerOptions,
 )
 from bge_siglip_vectorizer.testing.contract import contract_images
-from bge_siglip_vectorizer.testing.images import encode_image, sample_image
+from bge_siglip_vectorizer.testing.images import encode_image, sample_image_files as write_images
 
 MODEL = "bge-siglip"
 FOREIGN = "sentence-transformers/all-MiniLM-L6-v2"  # a FastEmbed model name: qdrant-client's business, not ours
@@ -48,16 +48,6 @@ def png(array: np.ndarray) -> bytes:
     from PIL import Image
 
     return encode_image(Image.fromarray(array), "PNG")
-
-
-def write_images(folder: Path, n: int, seed: int = 0) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        path = folder / f"img{i:02d}.{'png' if i % 2 else 'jpg'}"
-        sample_image(48 + 8 * i, 40, "RGB", seed=seed + i).save(path)
-        paths.append(path)
-    return paths
 
 
 @pytest.fixture
