@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION:-2.13.0}"
-# One pip call: the adapters and tools require the core (and tools the adapters), which are not on PyPI; pip
-# resolves them from these paths.
+# One pip call: the adapters and tools require the core (and tools the adapters and the page), which are not on
+# PyPI; pip resolves them from these paths. Each path comes before the ones that depend on it: pip 23's resolver
+# (what a new venv gets) looks a dependency up on the index, and fails, when it meets it before its own path.
 .venv/bin/python -m pip install --quiet -e ".[test,onnx]" \
     -e ./integrations/chroma -e "./integrations/qdrant[test]" -e "./integrations/weaviate[test]" \
     -e "./integrations/milvus[lite]" -e ./integrations/lancedb -e "./integrations/ray[test]" \
-    -e ./tools -e "./ui[test]"
+    -e "./ui[test]" -e ./tools
