@@ -56,10 +56,11 @@ class StoreTarget:
                              f"not support yet; supported: {supported}")
         if scheme not in cls.supported:
             raise ValueError(f"unknown store {scheme!r} in target {text!r}; supported: {supported}")
-        if scheme == "milvus" and not (location.startswith(("http://", "https://")) or location.endswith(".db")):
+        target = cls(scheme, location, collection)
+        if scheme == "milvus" and not (target.is_url or location.endswith(".db")):
             # pymilvus reads any other string as a server address and waits for it.
             raise ValueError(f"target {text!r}: a Milvus location is a milvus-lite file ending in .db or a server URL")
-        return cls(scheme, location, collection)
+        return target
 
     @property
     def is_url(self) -> bool:
