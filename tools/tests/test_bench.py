@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import sys
+import time
 
 import pytest
 
@@ -136,6 +139,38 @@ def test_disturbed_runs_are_repeated_and_left_out_of_the_median(monkeypatch) -> 
     measured = common.measured(runs["a"], items=4, unit="img/s")
     assert len(measured.seconds) == 3 and not measured.quiet(0) and len(measured.counted) == 2
     assert measured.to_json()["runs_counted"] == 2 and measured.to_json()["foreign_cpu_share"][0] == 0.9
+
+
+def test_cpu_of_a_grandchild_counts_as_ours_and_its_end_takes_nothing_off() -> None:
+    """A local Ray cluster's actors are grandchildren nobody has reaped yet: their CPU is the benchmark's own; when
+    one is torn down, what it used before does not vanish from the total (the next run would look disturbed)."""
+    import subprocess
+
+    from bge_siglip_tools.bench import common
+
+    busy = ("import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass\n"
+            "print('done', flush=True)\ntime.sleep(60)")
+    # The child auto-reaps (SIGCHLD ignored, as a daemon may): the grandchild's times never reach anyone's totals.
+    spawn = ("import signal, subprocess, sys, time; signal.signal(signal.SIGCHLD, signal.SIG_IGN); "
+             f"subprocess.Popen([sys.executable, '-c', {busy!r}]); time.sleep(60)")
+    before = common.own_cpu_seconds()
+    child = subprocess.Popen([sys.executable, "-c", spawn], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "done"  # the grandchild has burnt its 0.6 s and sleeps, alive
+        alive = common.own_cpu_seconds()
+        assert common.cpu_used(before, alive) >= 0.6
+        grandchildren = [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and (common._stat_fields(pid) or
+                         ["", "0"])[1] == str(child.pid)]
+        assert grandchildren and all(pid in alive for pid in grandchildren)
+        for pid in grandchildren:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while any(os.path.exists(f"/proc/{pid}") for pid in grandchildren) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert common.cpu_used(alive, common.own_cpu_seconds()) >= 0  # not -0.6
+    finally:
+        child.kill()
+        child.wait(timeout=30)
 
 
 def test_load_generator_spreads_clients_over_processes_against_the_real_server(quick_run) -> None:

@@ -182,14 +182,15 @@ class CpuMonitor:
 
     The machine is shared; this tells a reader which timings were taken while someone else was computing.
     ``share()`` is 0.0 on a quiet machine and 1.0 if others used every core the whole time (None off Linux).
+    "Ours" is this process and every process it started, however deep (:func:`own_cpu_seconds`): a load
+    generator, a child Python, a local Ray cluster and the actors it starts are the benchmark, not foreign load.
     """
 
-    def __init__(self, own_pids: tuple[int, ...] = ()) -> None:
+    def __init__(self) -> None:
         self._cpus = os.cpu_count() or 1
-        self._own_pids = own_pids  # helper processes of ours (a load generator): their CPU time is ours too
         self._start = self._sample()
 
-    def _sample(self) -> tuple[float, float, float] | None:
+    def _sample(self) -> tuple[float, float, dict[int, float]] | None:
         try:
             with open("/proc/stat", encoding="ascii") as handle:
                 fields = [int(x) for x in handle.readline().split()[1:]]
@@ -197,9 +198,7 @@ class CpuMonitor:
             return None
         tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         busy = (sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)) / tick  # all but idle and iowait
-        own = os.times()
-        helpers = sum(process_cpu_seconds(pid, tick) for pid in self._own_pids)
-        return time.perf_counter(), busy, own.user + own.system + own.children_user + own.children_system + helpers
+        return time.perf_counter(), busy, own_cpu_seconds(tick)
 
     def share(self) -> float | None:
         end = self._sample()
@@ -208,18 +207,54 @@ class CpuMonitor:
         wall = end[0] - self._start[0]
         if wall < 0.5:  # CPU times tick in 10 ms steps: shorter intervals give noise, not a measurement
             return None
-        foreign = (end[1] - self._start[1]) - (end[2] - self._start[2])
+        foreign = (end[1] - self._start[1]) - cpu_used(self._start[2], end[2])
         return min(1.0, max(0.0, foreign / (wall * self._cpus)))
 
 
-def process_cpu_seconds(pid: int, tick: int = 100) -> float:
-    """User + system CPU seconds of a live process (0.0 if it cannot be read)."""
+def _stat_fields(pid: str) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after ``pid (comm)`` (comm may contain spaces), or None."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()  # after "pid (comm)"; comm may contain spaces
-        return (int(fields[11]) + int(fields[12])) / tick  # utime, stime: fields 14 and 15 of proc(5)
-    except (OSError, ValueError, IndexError):
-        return 0.0
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def own_cpu_seconds(tick: int = 100) -> dict[int, float]:
+    """CPU seconds (user + system) so far of this process (with the children it has reaped) and of each of its live
+    descendants, however deep, by process id. Compare two samples with :func:`cpu_used`."""
+    parents: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        pids = []
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is None:
+            continue
+        try:  # fields 4 (ppid), 14 and 15 (utime, stime) of proc(5), counted here from "state" = 0
+            parents.setdefault(int(fields[1]), []).append(int(pid))
+            times[int(pid)] = (int(fields[11]) + int(fields[12])) / tick
+        except (ValueError, IndexError):
+            continue
+    me = os.getpid()
+    own = os.times()
+    sample = {me: own.user + own.system + own.children_user + own.children_system}
+    stack = list(parents.get(me, ()))
+    while stack:
+        pid = stack.pop()
+        sample[pid] = times.get(pid, 0.0)
+        stack.extend(parents.get(pid, ()))
+    return sample
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """What this process tree used between two :func:`own_cpu_seconds` samples: each process still there at the
+    end counts its growth (a new one all of its time). A descendant that ended in between (a Ray actor torn down)
+    counts nothing more, instead of taking its whole past off the total; its own children's reaped times are
+    never read, so nothing is counted twice."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 def wait_for_quiet(max_wait_s: float = 120.0, threshold: float = 0.25) -> float | None:
