@@ -64,7 +64,7 @@ class ServerSettings(VectorizerOptions):
                                           help="largest forward batch the start-up measurement tries")
     batch_gain_margin: float = option(0.05, min=0, max=1, group="cross-request batching",
                                       help="a batch size is only worth it if it raises measured throughput by at "
-                                           "least this fraction over the next smaller one")
+                                           "least this fraction over the best smaller one")
     batch_probe_budget_s: float = option(30.0, min=0, group="cross-request batching",
                                          help="seconds the start-up measurement may take per modality; when spent, "
                                               "the best size measured so far is used")
