@@ -40,10 +40,10 @@ Benchmarks: our path vs the path a user would otherwise take, in the same run on
   7 scaling     throughput vs batch size and max_num_patches 64 / 256 / 1024
   8 photos      photo files (12/48 MP JPEG, 1080p, PNG screenshots): reduced decoding vs exact vs transformers
                 (>= 4x exact and >= 8x transformers per thread on 12 MP JPEGs, cosine >= 0.9999)
-  9 ray         files -> vectors via embed_dataset on local Ray vs in-process encode_images (>= 0.85x), and
-                the decode stage's images/s per CPU
+  9 ray         files -> vectors via embed_dataset on local Ray vs in-process encode_images, both starting
+                the model (>= 0.85x), and against a loaded model; the decode stage's images/s per CPU
 The full run builds SigLIP-2 So400m/16 + XLM-R-large (random weights) once into the cache (~5 min, ~10 GB), then
-takes ~16-22 min on 2 CPU cores. See BENCHMARKS.md.
+takes ~50-55 min on 2 CPU cores (all scenarios). See BENCHMARKS.md.
 """
 
 
