@@ -94,8 +94,13 @@ def test_json_describes_machine_model_and_checks(quick_run) -> None:
     labels = {c["label"] for c in scenarios["server"]["comparisons"]}
     assert sum("best offline" in label for label in labels) == 3 and any("p50" in label for label in labels)
     assert set(scenarios["scaling"]["details"]["curves"]) == {"64", "256", "1024"}
-    assert scenarios["ray"]["checks"]["Ray vectors vs in-process"]["ok"] is True
+    ray_checks = scenarios["ray"]["checks"]
+    assert ray_checks["Ray vectors vs loaded in-process"]["ok"] is True
+    assert ray_checks["new process vectors vs loaded in-process"]["ok"] is True
     assert scenarios["ray"]["details"]["decode_images_per_s_per_cpu"] > 0
+    assert scenarios["ray"]["details"]["model_start_s"] > 0 and scenarios["ray"]["details"]["ray_init_s"] > 0
+    ray_targets = [c for c in scenarios["ray"]["comparisons"] if c["target"] is not None]
+    assert [c["baseline"] for c in ray_targets] == ["in-process encode_images, new process (import, load, encode)"]
     photos = scenarios["photos"]
     assert {c["min_cosine"] > 0.999 for c in photos["checks"].values()} == {True}  # quick model: no 0.9999 claim
     assert set(photos["details"]["files"]) == {"12 MP JPEG", "48 MP JPEG", "1080p JPEG", "1440p PNG"}

@@ -19,6 +19,9 @@ from bge_siglip_tools.bench.flag_reference import FlagM3Reimplementation, RealFl
 DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
 REFERENCE = json.loads((DATA / "bge_m3_reference.json").read_text(encoding="utf-8"))
 ITEMS = REFERENCE["items"]
+#: The reference was computed once, on another CPU; float32 kernels differ by host (2.6e-6 on the lexical weights, up
+#: to 0.82, on an AMX host), while a copy that pools the wrong token is off by 0.2 on the dense vectors.
+TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +36,14 @@ def outputs():
 def test_dense_sparse_and_colbert_equal_the_real_flagembedding(outputs) -> None:
     flag, out = outputs
     dense = np.array([item["dense"] for item in ITEMS])
-    assert out["dense_vecs"].dtype == np.float32 and np.abs(out["dense_vecs"] - dense).max() <= 1e-6
+    assert out["dense_vecs"].dtype == np.float32 and np.abs(out["dense_vecs"] - dense).max() <= TOLERANCE
     for item, lexical, colbert in zip(ITEMS, out["lexical_weights"], out["colbert_vecs"], strict=True):
         reference = item["lexical_weights"]
         assert list(lexical) == list(reference), item["name"]  # same str keys, in FlagEmbedding's order
         assert all(isinstance(value, np.float32) for value in lexical.values())
-        assert max((abs(float(lexical[k]) - v) for k, v in reference.items()), default=0.0) <= 1e-6
+        assert max((abs(float(lexical[k]) - v) for k, v in reference.items()), default=0.0) <= TOLERANCE
         expected = np.array(item["colbert_vecs"]).reshape(-1, len(item["dense"]))
-        assert colbert.shape == expected.shape and np.abs(colbert - expected).max() <= 1e-6, item["name"]
+        assert colbert.shape == expected.shape and np.abs(colbert - expected).max() <= TOLERANCE, item["name"]
     assert flag.last_trial_seconds is not None and flag.last_trial_seconds > 0
 
 
