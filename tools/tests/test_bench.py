@@ -98,7 +98,9 @@ def test_json_describes_machine_model_and_checks(quick_run) -> None:
     assert ray_checks["Ray vectors vs loaded in-process"]["ok"] is True
     assert ray_checks["new process vectors vs loaded in-process"]["ok"] is True
     assert scenarios["ray"]["details"]["decode_images_per_s_per_cpu"] > 0
-    assert scenarios["ray"]["details"]["model_start_s"] > 0 and scenarios["ray"]["details"]["ray_init_s"] > 0
+    # ray.init is timed only where the scenario starts Ray (in this suite a session fixture may have started it).
+    ray_details = scenarios["ray"]["details"]
+    assert ray_details["model_start_s"] > 0 and (ray_details["ray_init_s"] is None or ray_details["ray_init_s"] > 0)
     ray_targets = [c for c in scenarios["ray"]["comparisons"] if c["target"] is not None]
     assert [c["baseline"] for c in ray_targets] == ["in-process encode_images, new process (import, load, encode)"]
     photos = scenarios["photos"]
