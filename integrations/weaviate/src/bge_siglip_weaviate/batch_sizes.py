@@ -146,16 +146,17 @@ def choose_batch_size(
     points: list[Point] = []
     size = 1
     stopped = "ceiling"
+    best = 0.0  # the best throughput measured so far
     flat = 0  # sizes in a row that gained nothing over the best before them
     while True:
         seconds = _best_time(run, size, clock)
-        best_before = max((point.items_per_s for point in points), default=0.0)
-        points.append(Point(size, seconds, size / seconds))
-        if len(points) > 1:
-            flat = flat + 1 if points[-1].items_per_s < best_before * (1 + margin) else 0
-            if flat >= _PATIENCE:
-                stopped = "no gain"
-                break
+        point = Point(size, seconds, size / seconds)
+        points.append(point)
+        flat = 0 if point.items_per_s >= best * (1 + margin) else flat + 1
+        best = max(best, point.items_per_s)
+        if flat >= _PATIENCE:
+            stopped = "no gain"
+            break
         if size >= ceiling:
             break
         following = min(2 * size, ceiling)
@@ -163,7 +164,6 @@ def choose_batch_size(
             stopped = "budget"
             break
         size = following
-    best = max(point.items_per_s for point in points)
     chosen = min(point.batch_size for point in points if point.items_per_s * (1 + margin) >= best)
     return Curve(chosen, points, stopped, clock() - started)
 

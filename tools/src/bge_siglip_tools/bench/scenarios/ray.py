@@ -81,30 +81,30 @@ def run(ctx: BenchContext) -> ScenarioResult:
         table = pa.table({"bytes": [open(p, "rb").read() for p in paths]})
         decode = PrepareImages(vectorizer.preparer, Columns(image="bytes"), threads=1)
 
-        contenders = {"in-process encode_images, new process (import, load, encode)": lambda: new_process(paths),
-                      "Ray embed_dataset (local)": on_ray,
-                      "in-process encode_images, model loaded": loaded,
-                      "decode stage, 1 CPU": lambda: decode(table)}
-        warmups = ctx.warmups(dict(zip(contenders, (lambda: new_process(paths[:1]), lambda: on_ray(paths[:1]),
-                                                    lambda: vectorizer.encode_images(paths[:1]),
-                                                    lambda: decode(table.slice(0, 1))))))
+        cold, distributed, already_loaded, stage = (
+            "in-process encode_images, new process (import, load, encode)", "Ray embed_dataset (local)",
+            "in-process encode_images, model loaded", "decode stage, 1 CPU")
+        contenders = {cold: lambda: new_process(paths), distributed: on_ray, already_loaded: loaded,
+                      stage: lambda: decode(table)}
+        warmups = ctx.warmups({cold: lambda: new_process(paths[:1]), distributed: lambda: on_ray(paths[:1]),
+                               already_loaded: lambda: vectorizer.encode_images(paths[:1]),
+                               stage: lambda: decode(table.slice(0, 1))})
         log(f"{NAME}: {len(paths)} files x {len(contenders)} contenders x {plan.reps} rounds")
         with quiet_ray_data():  # the harness logs its own progress; Ray Data's per-run lines would drown it
             runs, last = interleaved(contenders, plan.reps, plan.warmup, warmups,
                                      on_round=lambda r: log(f"{NAME}: round {r + 1}/{plan.reps} done"))
-        names = list(contenders)
-        cold, on_ray_m, warm, decode_m = (result.add(measured(runs[n], len(paths), "img/s")) for n in names)
+        cold_m, on_ray_m, warm, decode_m = (result.add(measured(runs[n], len(paths), "img/s")) for n in contenders)
         starts = Measurement("model start in a new process (imports + from_pretrained)", 1, "starts/s",
                              list(new_process.starts))
         result.add(starts)
-        result.compare("Ray embed_dataset / in-process encode_images (both start the model)", on_ray_m, cold, TARGET,
+        result.compare("Ray embed_dataset / in-process encode_images (both start the model)", on_ray_m, cold_m, TARGET,
                        note="the engine's overhead: worker process, scheduling, object store")
         result.compare("Ray embed_dataset / in-process encode_images with the model already loaded", on_ray_m, warm,
                        None, note="includes the actor's model start, which the loaded process paid before")
         result.compare("decode stage per CPU / in-process end-to-end", decode_m, warm, None,
                        note="how many CPUs one model replica needs: its rate / this ratio")
-        reference = dict(zip(paths, last[names[2]]))
-        for label, got in (("Ray", last[names[1]]), ("new process", dict(zip(paths, last[names[0]])))):
+        reference = dict(zip(paths, last[already_loaded]))
+        for label, got in (("Ray", last[distributed]), ("new process", dict(zip(paths, last[cold])))):
             diffs = [float(np.abs(got[p] - reference[p]).max()) for p in paths]
             result.checks[f"{label} vectors vs loaded in-process"] = {"max_abs_diff": max(diffs),
                                                                      "ok": max(diffs) <= 1e-5}
