@@ -208,3 +208,34 @@ def test_load_generator_spreads_clients_over_processes_against_the_real_server(q
         running.stop()
         vectorizer.close()
     assert not any(process.is_alive() for process in clients.processes)
+
+
+def test_offline_reference_times_every_batch_size_after_each_round_and_pairs_the_best(quick_run) -> None:
+    """The server scenario's offline reference: each call times every batch size once on that round's images (so
+    round i of the server pairs with run i of the reference), and the best size is the best median over rounds."""
+    from bge_siglip_tools.bench.context import BenchContext
+    from bge_siglip_tools.bench.scenarios import server
+
+    _, _, root = quick_run
+    ctx = BenchContext(quick=True, out=root / "reference", cache_dir=root / "cache")
+    rounds = {n: [server._bodies(4, quick=True, seed=100 * n)] for n in range(2)}
+    asked: list[int] = []
+
+    def make_round(number: int) -> list[list[bytes]]:
+        asked.append(number)
+        return rounds[number]
+
+    reference = server._OfflineReference(ctx, 64, make_round)
+    try:
+        reference(0)
+        reference(1)
+    finally:
+        reference.close()
+    assert asked == [0, 1]  # each round's own images, not the first round's twice
+    assert set(reference.runs) == set(reference.sizes) and len(reference.sizes) >= 2
+    for size, run in reference.runs.items():
+        assert len(run.seconds) == len(run.foreign) == 2 and all(s > 0 for s in run.seconds), size
+        assert run.items == max(reference.sizes) and f"batch {size}" in run.label
+    best = reference.best()
+    assert best.median == max(run.median for run in reference.runs.values())
+    assert reference.by_size() == {size: run.median for size, run in reference.runs.items()}

@@ -8,7 +8,7 @@ import logging
 import httpx
 import pytest
 
-from bge_siglip_weaviate.batch_sizes import choose_batch_size
+from bge_siglip_weaviate.batch_sizes import BatchSizes, Curve, choose_batch_size, measure_batch_sizes
 
 
 class FakeHardware:
@@ -73,6 +73,54 @@ def test_the_budget_bounds_the_measurement() -> None:
     assert hardware.ran == [1, 1, 1] and curve.seconds == pytest.approx(30.0)
 
 
+def test_a_first_forward_that_fills_the_budget_is_not_repeated_past_it() -> None:
+    # An 8192-token text or 1024 patches on 2 slow cores: ~100 s a forward. Warm-up, then batch 1 once if that
+    # still fits the budget, else the warm-up's own time: never two more forwards regardless of the budget.
+    curve, hardware = _choose({1: 0.1, 2: 0.12}, budget_s=25)
+    assert hardware.ran == [1, 1] and (curve.chosen, curve.stopped) == (1, "budget")
+    assert [p.seconds for p in curve.points] == [pytest.approx(10.0)] and curve.seconds == pytest.approx(20.0)
+    curve, hardware = _choose({1: 0.1, 2: 0.12}, budget_s=15)
+    assert hardware.ran == [1] and (curve.chosen, curve.stopped) == (1, "budget")
+    assert [p.items_per_s for p in curve.points] == [pytest.approx(0.1)]
+
+
+def test_texts_longer_than_the_last_bucket_keep_to_its_tokens_per_forward() -> None:
+    sizes = BatchSizes(Curve(3), [(16, Curve(8)), (512, Curve(4))], "measured", 256, text_limit=8192)
+    assert [sizes.text_cap(t) for t in (16, 17, 512, 600, 1024, 2047, 8192)] == [8, 4, 4, 3, 2, 1, 1]
+    assert sizes.longer_texts_max_tokens == 2048 and sizes.describe()["longer_texts_max_batch_tokens"] == 2048
+    assert "longer: at most 2048 tokens per forward" in sizes.summary()
+    pinned = BatchSizes.fixed(7, "pinned")  # a pinned size holds for every length
+    assert pinned.text_cap(8192) == 7 and pinned.longer_texts_max_tokens is None
+
+
+def test_the_start_up_never_times_texts_longer_than_the_last_bucket(tmp_path, server_settings) -> None:
+    # BGE-M3 takes 8192 tokens; one forward that long took 95-105 s on 2 cores, three of them (warm-up and two
+    # timings) kept a server from being ready for 5 minutes. Here a tiny tower with a 2048-token limit.
+    from bge_siglip_vectorizer import Vectorizer
+    from bge_siglip_vectorizer.testing import make_tiny_model
+
+    model = make_tiny_model(tmp_path / "long", max_position_embeddings=2050)
+    vectorizer = Vectorizer.from_pretrained(model, device="cpu")
+    longest: list[int] = []
+    encode = vectorizer.encode_texts
+
+    def recording(texts, **options):
+        longest.append(max(vectorizer.count_tokens(texts)))
+        return encode(texts, **options)
+
+    vectorizer.encode_texts = recording  # type: ignore[method-assign]
+    try:
+        assert vectorizer.text_max_length == 2048
+        sizes = measure_batch_sizes(vectorizer, server_settings(max_batch_size=None, batch_probe_budget_s=5,
+                                                                adaptive_max_batch_size=8))
+    finally:
+        vectorizer.close()
+    assert longest and max(longest) <= 512
+    assert [bound for bound, _ in sizes.texts] == [16, 64, 256, 512]
+    last = sizes.texts[-1][1].chosen
+    assert sizes.longer_texts_max_tokens == 512 * last and sizes.text_cap(2048) == max(1, last // 4)
+
+
 def test_a_ceiling_of_one_measures_nothing() -> None:
     curve, hardware = _choose({1: 1.0}, ceiling=1)
     assert curve.chosen == 1 and hardware.ran == []
@@ -90,7 +138,8 @@ def test_a_real_start_up_measures_and_reports_the_sizes(start_server, caplog) ->
         assert 1 <= curve["max_batch_size"] <= 16 and all(p["items_per_s"] > 0 for p in curve["curve"])
         assert not measured or curve["max_batch_size"] in measured
     buckets = [t["max_tokens"] for t in sizes["texts"]]
-    assert buckets == sorted(buckets) and buckets[-1] == running.vectorizer.text_max_length
+    assert buckets == sorted(buckets) and buckets[-1] == min(512, running.vectorizer.text_max_length)
+    assert sizes["longer_texts_max_batch_tokens"] is None  # the tiny tower takes 512 tokens: no text is longer
     caps = [t["max_batch_size"] for t in sizes["texts"]]
     assert caps == sorted(caps, reverse=True)  # a longer bucket never tries more than a shorter one's cap
     assert "forward batch sizes (measured)" in caplog.text

@@ -8,8 +8,11 @@ size from 1 while the throughput (items per second) still rises by ``batch_gain_
 (two sizes in a row without gain end it: one noisy timing does not), and caps its batches at the smallest size
 within that margin of the best measured. Texts are measured the same way per
 token-length bucket (a 512-token text is ~30x the work of a 16-token one, so it gains less from company); a longer
-bucket never tries more than the cap of the shorter one. A time budget bounds the whole measurement: once spent, the
-best size measured so far is used.
+bucket never tries more than the cap of the shorter one. Texts longer than the last bucket (BGE-M3 takes 8192
+tokens) are not measured: one forward of 8192 tokens takes ~100 s on 2 CPU cores, and longer texts only gain less
+from company. Their batches hold at most the tokens of the last bucket's batch (its cap x its bound), and at least
+one text. A time budget per modality bounds the measurement: a size is only timed while the budget allows (the
+first forward, a warm-up, predicts the first size's cost); once spent, the best size measured so far is used.
 
 :func:`choose_batch_size` is the policy alone, with the forward pass and the clock injected (tests drive it with a
 fake throughput curve); :func:`measure_batch_sizes` applies it to a loaded :class:`~bge_siglip_vectorizer.Vectorizer`.
@@ -35,8 +38,9 @@ __all__ = ["BatchSizes", "Curve", "Point", "choose_batch_size", "measure_batch_s
 logger = logging.getLogger("bge_siglip_weaviate.batch_sizes")
 
 Clock = Callable[[], float]
-#: Token-length buckets texts are measured and batched by (the last one is always the text tower's limit).
-TEXT_BUCKETS = (16, 64, 256)
+#: Token-length buckets texts are measured and batched by (each cut to the text tower's limit); longer texts are
+#: batched by the last bucket's token count (:meth:`BatchSizes.text_cap`).
+TEXT_BUCKETS = (16, 64, 256, 512)
 #: Each size is timed at least _MIN_REPEATS times, and while the runs add up to less than _MIN_TIMED_S, up to
 #: _MAX_REPEATS; the best run counts (interference only ever makes a run slower).
 _MIN_REPEATS = 2
@@ -82,10 +86,11 @@ class BatchSizes:
     """The forward batch caps the batch worker packs requests by."""
 
     images: Curve
-    #: ``(max_tokens, curve)`` ascending; a text longer than every bucket's bound uses the last one.
+    #: ``(max_tokens, curve)`` ascending; beyond the last bound, batches keep to the last bucket's token count.
     texts: list[tuple[int, Curve]]
     mode: str  # "measured", "pinned" or "no batching"
     patches: int = 0  # the image patch budget the image curve was measured at
+    text_limit: float = math.inf  # the text tower's limit in tokens (no text is longer)
 
     @classmethod
     def fixed(cls, size: int, mode: str, patches: int = 0) -> "BatchSizes":
@@ -101,7 +106,14 @@ class BatchSizes:
         for bound, curve in self.texts:
             if tokens <= bound:
                 return curve.chosen
-        return self.texts[-1][1].chosen
+        bound, curve = self.texts[-1]
+        return max(1, curve.chosen * bound // tokens)  # no more tokens in one forward than the last bucket measured
+
+    @property
+    def longer_texts_max_tokens(self) -> int | None:
+        """The most tokens one forward of texts longer than every bucket holds (None: no such texts)."""
+        bound, curve = self.texts[-1]
+        return None if math.isinf(bound) or bound >= self.text_limit else curve.chosen * bound
 
     @property
     def largest(self) -> int:
@@ -114,11 +126,14 @@ class BatchSizes:
             "images": {"max_num_patches": self.patches, **self.images.describe()},
             "texts": [{"max_tokens": bound if math.isfinite(bound) else None, **curve.describe()}
                       for bound, curve in self.texts],
+            "longer_texts_max_batch_tokens": self.longer_texts_max_tokens,
         }
 
     def summary(self) -> str:
         """One log line."""
         texts = "; ".join(f"<= {bound} tokens: {curve.summary()}" for bound, curve in self.texts)
+        longer = self.longer_texts_max_tokens
+        texts += f"; longer: at most {longer} tokens per forward" if longer is not None else ""
         return f"forward batch sizes ({self.mode}): images at {self.patches} patches: {self.images.summary()}; " \
                f"texts {texts}"
 
@@ -137,12 +152,17 @@ def choose_batch_size(
     ``_PATIENCE`` sizes in a row that gain nothing (one timing dip on a busy machine is not the end of the curve),
     at ``ceiling``, or when the next size would take the measurement past ``budget_s`` (its cost predicted from
     the last). The chosen size is the smallest measured one whose throughput is within ``margin`` of the best:
-    bigger batches make every request in them wait longer, so they must pay for it.
+    bigger batches make every request in them wait longer, so they must pay for it. Batch 1 is timed after one
+    warm-up forward, as often as the budget allows (the warm-up's own time, if not even once more).
     """
     started = clock()
     if ceiling <= 1:
         return Curve(1, stopped="ceiling")
-    run(1)  # warm-up: the first forward of a process allocates and is not representative
+    run(1)  # warm-up: the first forward of a process (or of a new shape) allocates and is not representative
+    warm = clock() - started
+    if warm + _MIN_REPEATS * warm > budget_s:  # the slowest case first: no room to time batch 1 properly
+        seconds = _best_time(run, 1, clock, repeats=1) if 2 * warm <= budget_s else max(warm, 1e-9)
+        return Curve(1, [Point(1, seconds, 1 / seconds)], "budget", clock() - started)
     points: list[Point] = []
     size = 1
     stopped = "ceiling"
@@ -168,9 +188,9 @@ def choose_batch_size(
     return Curve(chosen, points, stopped, clock() - started)
 
 
-def _best_time(run: Callable[[int], object], size: int, clock: Clock) -> float:
+def _best_time(run: Callable[[int], object], size: int, clock: Clock, repeats: int = _MIN_REPEATS) -> float:
     timings: list[float] = []
-    while len(timings) < _MIN_REPEATS or (sum(timings) < _MIN_TIMED_S and len(timings) < _MAX_REPEATS):
+    while len(timings) < repeats or (sum(timings) < _MIN_TIMED_S and len(timings) < _MAX_REPEATS):
         start = clock()
         run(size)
         timings.append(clock() - start)
@@ -191,7 +211,7 @@ def measure_batch_sizes(
     images = _SyntheticImages(vectorizer)
     image_curve = choose_batch_size(images.run, budget_s=settings.batch_probe_budget_s, **options)
     texts = _SyntheticTexts(vectorizer)
-    bounds = sorted({min(b, vectorizer.text_max_length) for b in TEXT_BUCKETS} | {vectorizer.text_max_length})
+    bounds = sorted({min(b, vectorizer.text_max_length) for b in TEXT_BUCKETS})
     text_curves: list[tuple[int, Curve]] = []
     spent, ceiling = 0.0, settings.adaptive_max_batch_size
     for number, bound in enumerate(bounds):
@@ -202,7 +222,7 @@ def measure_batch_sizes(
         spent += curve.seconds
         ceiling = curve.chosen  # longer texts gain less from batching than shorter ones
         text_curves.append((bound, curve))
-    return BatchSizes(image_curve, text_curves, "measured", vectorizer.max_num_patches)
+    return BatchSizes(image_curve, text_curves, "measured", vectorizer.max_num_patches, vectorizer.text_max_length)
 
 
 class _SyntheticImages:

@@ -26,8 +26,9 @@ class Plan:
     ray_images: int = 16
     server_clients: int = 32
     server_requests_per_client: int = 1
-    # max_num_patches -> rounds (issue 20's targets are set at 64, 256 and 1024)
-    server_rounds: dict[int, int] = field(default_factory=lambda: {256: 1, 64: 2, 1024: 1})
+    # max_num_patches -> rounds (issue 20's targets are set at 64, 256 and 1024; two at 256, the latency target:
+    # the offline reference is the best of four batch sizes, and a single noisy run of each biases that best up)
+    server_rounds: dict[int, int] = field(default_factory=lambda: {256: 2, 64: 2, 1024: 1})
     per_item_images: int = 6
     per_item_reps: int = 2
     onnx_images: int = 4

@@ -8,9 +8,10 @@ sizes chosen at start-up from what batching gains on this hardware), and with ``
 import (one request per object, many in flight); every image is distinct, so nothing is de-duplicated. The clients
 run in processes of their own (one per 4 CPUs, 1 to 4), as Weaviate does, so that they measure the server and not
 themselves. Reported: throughput, p50/p99 latency, the forward passes the model actually ran and the batch sizes
-the server chose (from ``/meta``), at 64, 256 and 1024 patches. On a CPU the same run also measures the best
-offline ``encode_images`` rate over batch sizes on the same images: batching must come within 0.9x of it (and
-never fall below 0.95x of no batching), and at 256 patches its p50 latency must stay within 1.1x of no batching's.
+the server chose (from ``/meta``), at 64, 256 and 1024 patches. On a CPU, after each round with batching on (the
+server idle), the same run also times offline ``encode_images`` at several batch sizes on that round's images:
+batching must come within 0.9x of the best of them (and never fall below 0.95x of no batching), and at 256
+patches its p50 latency must stay within 1.1x of no batching's.
 The request count and the whole run are bounded.
 """
 
@@ -28,7 +29,7 @@ import time
 from typing import Any, Callable
 
 from .. import data
-from ..common import NOISY, CpuMonitor, Measurement, ScenarioResult, interleaved, log, measured, percentile
+from ..common import NOISY, CpuMonitor, Measurement, ScenarioResult, log, percentile, timed
 from ..context import BenchContext, is_gpu
 
 NAME, NUMBER = "server", 3
@@ -217,9 +218,11 @@ class _LoadGenerator:
 
 
 def _serve_and_load(ctx: BenchContext, patches: int, batching: bool, make_round: Callable[[int], list[list[bytes]]],
-                    n_rounds: int, warmup: list[bytes]) -> dict[str, Any]:
+                    n_rounds: int, warmup: list[bytes],
+                    after_round: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Start the server, warm it up, run ``n_rounds`` load rounds (plus one more for each round that other
-    processes disturbed), stop it. ``make_round(i)`` gives round i's requests, per client."""
+    processes disturbed), stop it. ``make_round(i)`` gives round i's requests, per client; ``after_round(i)`` runs
+    after round i, while the server is up and idle (the offline reference, timed back to back with it)."""
     from bge_siglip_weaviate.app import create_app
     from bge_siglip_weaviate.settings import ServerSettings
 
@@ -247,6 +250,8 @@ def _serve_and_load(ctx: BenchContext, patches: int, batching: bool, make_round:
             walls.append(wall)
             latencies.append(lat)
             foreign.append(share if share is not None else float("nan"))
+            if after_round is not None:
+                after_round(len(walls) - 1)
             if share is not None and share > NOISY and len(walls) <= n_rounds:  # planned rounds only
                 log(f"{NAME}: other processes were busy during this round; one more round")
                 extra += 1
@@ -270,23 +275,48 @@ def _serve_and_load(ctx: BenchContext, patches: int, batching: bool, make_round:
     }
 
 
-def _offline_best(ctx: BenchContext, patches: int, bodies: list[bytes]) -> tuple[Measurement, dict[int, float]]:
-    """The best offline ``encode_images`` rate over batch sizes, on the first of a round's images (file bytes, so
-    decoding counts as it does in the server). Returns the best measurement and the rate at each batch size."""
-    sizes = _OFFLINE_BATCHES[ctx.quick]
-    files = [base64.b64decode(json.loads(body)["images"][0]) for body in bodies[:max(sizes)]]
-    vectorizer = ctx.with_patches(patches)
-    try:
-        contenders = {f"{patches} patches, offline encode_images batch {b}":
-                      (lambda b=b: vectorizer.encode_images(files, batch_size=b, show_progress=False)) for b in sizes}
-        warm = {name: (lambda b=b: vectorizer.encode_images(files[:b], batch_size=b, show_progress=False))
-                for name, b in zip(contenders, sizes)}
-        runs, _ = interleaved(contenders, 1, 1, ctx.warmups(warm))
-    finally:
-        vectorizer.close()
-    measurements = {b: measured(run, len(files), "img/s") for b, run in zip(sizes, runs.values())}
-    best = max(measurements.values(), key=lambda m: m.median)
-    return best, {b: m.median for b, m in measurements.items()}
+class _OfflineReference:
+    """The offline ``encode_images`` rate at each batch size, on the first images of each load round (file bytes,
+    so decoding counts as it does in the server), timed right after that round while the server is idle.
+
+    Timed back to back with the server's rounds, so both see the same machine: on a shared host the speed drifts
+    by 10-20% over minutes, as much as the margin under test. The best size is the one with the best median over
+    the rounds; the comparison pairs each server round with that size's run of the same round.
+    """
+
+    def __init__(self, ctx: BenchContext, patches: int, make_round: Callable[[int], list[list[bytes]]]) -> None:
+        self.sizes = _OFFLINE_BATCHES[ctx.quick]
+        self.patches = patches
+        self._ctx = ctx
+        self._make_round = make_round
+        self._vectorizer = None
+        self.runs = {b: Measurement(f"{patches} patches, offline encode_images batch {b}", max(self.sizes), "img/s")
+                     for b in self.sizes}
+
+    def __call__(self, number: int) -> None:
+        """Time every batch size once on round ``number``'s first images, in an order rotating by round."""
+        bodies = [body for client in self._make_round(number) for body in client][:max(self.sizes)]
+        files = [base64.b64decode(json.loads(body)["images"][0]) for body in bodies]
+        if self._vectorizer is None:
+            self._vectorizer = self._ctx.with_patches(self.patches)
+            for b in self.sizes:  # warm-up: the first forward of a new shape allocates
+                self._vectorizer.encode_images(files[:b], batch_size=b, show_progress=False)
+        shift = number % len(self.sizes)
+        for b in self.sizes[shift:] + self.sizes[:shift]:
+            seconds, _, share = timed(lambda b=b: self._vectorizer.encode_images(files, batch_size=b,
+                                                                                 show_progress=False))
+            self.runs[b].seconds.append(seconds)
+            self.runs[b].foreign.append(share if share is not None else float("nan"))
+
+    def best(self) -> Measurement:
+        return max(self.runs.values(), key=lambda m: m.median)
+
+    def by_size(self) -> dict[int, float]:
+        return {b: m.median for b, m in self.runs.items()}
+
+    def close(self) -> None:
+        if self._vectorizer is not None:
+            self._vectorizer.close()
 
 
 def run(ctx: BenchContext) -> ScenarioResult:
@@ -308,10 +338,19 @@ def run(ctx: BenchContext) -> ScenarioResult:
                 rounds[number] = [bodies[c * per_client:(c + 1) * per_client] for c in range(clients)]
             return rounds[number]
 
+        gpu = is_gpu(ctx.device)
+        offline = None if gpu else _OfflineReference(ctx, patches, make_round)
         # Alternate which mode goes first, so slow drift in foreign load does not always favour the same one.
-        for batching in ((False, True) if index % 2 == 0 else (True, False)):
-            log(f"{NAME}: {patches} patches, batching {'on' if batching else 'off'}: {n_rounds} x {requests} requests")
-            per_mode[batching] = _serve_and_load(ctx, patches, batching, make_round, n_rounds, warmup)
+        try:
+            for batching in ((False, True) if index % 2 == 0 else (True, False)):
+                log(f"{NAME}: {patches} patches, batching {'on' if batching else 'off'}: {n_rounds} x {requests} "
+                    f"requests" + (f", each followed by offline encode_images at batch sizes {list(offline.sizes)}"
+                                   if batching and offline else ""))
+                per_mode[batching] = _serve_and_load(ctx, patches, batching, make_round, n_rounds, warmup,
+                                                     after_round=offline if batching else None)
+        finally:
+            if offline is not None:
+                offline.close()
         rates = {}
         for batching, run_ in per_mode.items():
             label = f"{patches} patches, batching {'on' if batching else 'off'} (req/s)"
@@ -337,15 +376,12 @@ def run(ctx: BenchContext) -> ScenarioResult:
                 f"{run_['forward_passes']} forward passes for {run_['images_encoded']} images; batch size "
                 f"{chosen['max_batch_size']} ({chosen['stopped']}{'; ' + curve if curve else ''})"
             )
-        gpu = is_gpu(ctx.device)
         target = (GPU_TARGET if patches == 256 else None) if gpu else CPU_TARGET
         result.compare(f"server throughput, batching on / off, {patches} patches", rates[True], rates[False], target)
-        if not gpu:
-            log(f"{NAME}: {patches} patches, offline encode_images at batch sizes {list(_OFFLINE_BATCHES[ctx.quick])}")
-            best, offline = _offline_best(ctx, patches, [body for client in make_round(0) for body in client])
-            result.add(best)
+        if offline is not None:
+            best = result.add(offline.best())
             result.details[f"{patches} patches, offline encode_images img/s by batch size"] = {
-                str(b): round(r, 4) for b, r in offline.items()}
+                str(b): round(r, 4) for b, r in offline.by_size().items()}
             result.compare(f"server batching on / best offline encode_images, {patches} patches", rates[True], best,
                            OFFLINE_TARGET)
         if patches == 256 and not gpu:
