@@ -239,3 +239,31 @@ def test_offline_reference_times_every_batch_size_after_each_round_and_pairs_the
     best = reference.best()
     assert best.median == max(run.median for run in reference.runs.values())
     assert reference.by_size() == {size: run.median for size, run in reference.runs.items()}
+
+
+def test_a_failing_part_keeps_what_the_other_parts_of_its_scenario_measured(quick_run, monkeypatch) -> None:
+    """A scenario of independent parts (here scaling's patch budgets) that fails in one part still reports the
+    others: the error names the part, the run exits 1, and the table prints both the error and the measurements."""
+    from bge_siglip_tools.bench.context import BenchContext
+
+    _, _, root = quick_run
+    real = BenchContext.with_patches
+
+    def with_patches(self, max_num_patches: int, **options):
+        if max_num_patches == 256:
+            raise RuntimeError("the 256-patch part broke")
+        return real(self, max_num_patches, **options)
+
+    monkeypatch.setattr(BenchContext, "with_patches", with_patches)
+    out = root / "partial"
+    assert main(["--quick", "--scenarios", "scaling", "--out", str(out), "--cache-dir", str(root / "cache")]) == 1
+    scaling = json.loads((out / "bench.json").read_text())["scenarios"]["scaling"]
+    assert scaling["status"] == "error" and scaling["error"] == "256 patches: RuntimeError: the 256-patch part broke"
+    assert "the 256-patch part broke" in scaling["details"]["tracebacks"]["256 patches"]
+    labels = [m["label"] for m in scaling["measurements"]]
+    assert any(label.startswith("64 patches") for label in labels)  # before the failing part
+    assert any(label.startswith("1024 patches") for label in labels)  # and after it: the run went on
+    assert not any(label.startswith("256 patches") for label in labels)
+    assert set(scaling["details"]["curves"]) == {"64", "1024"}
+    table = (out / "bench.txt").read_text()
+    assert "ERROR: 256 patches: RuntimeError" in table and "64 patches, batch 1" in table

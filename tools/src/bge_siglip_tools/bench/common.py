@@ -17,8 +17,10 @@ import os
 import statistics
 import sys
 import time
+import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 #: A run during which other processes used more than this share of the machine's CPU counts as disturbed.
@@ -159,6 +161,19 @@ class ScenarioResult:
         comparison = Comparison(label, ours, baseline, target, note, condition)
         self.comparisons.append(comparison)
         return comparison
+
+    @contextmanager
+    def part(self, label: str) -> Iterator[None]:
+        """One independent part of a scenario (a patch budget, a store): if it raises, the error is recorded, the
+        scenario is marked failed, and what the other parts measured is kept (the run goes on to the next part)."""
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - a later part failing must not lose the earlier parts' numbers
+            message = f"{label}: {type(exc).__name__}: {exc}"
+            self.status = "error"
+            self.error = message if self.error is None else f"{self.error}; {message}"
+            self.details.setdefault("tracebacks", {})[label] = traceback.format_exc()
+            log(f"{self.name}, {message}")
 
     def to_json(self) -> dict[str, Any]:
         return {

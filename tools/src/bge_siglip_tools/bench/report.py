@@ -47,9 +47,8 @@ def table(report: dict[str, Any], results: list[ScenarioResult]) -> str:
     ]
     for result in results:
         lines.append(f"{result.number:>2} {result.title}")
-        if result.status != "ok":
+        if result.status != "ok":  # then what its other parts measured (result.part), if anything
             lines.append(f"   {result.status.upper()}: {result.error}")
-            continue
         for m in result.measurements:
             spread = f"[{fmt(m.low)} - {fmt(m.high)}]"
             load = [f for f in m.foreign if math.isfinite(f)]
@@ -98,7 +97,7 @@ def plot(path: Path, results: list[ScenarioResult], title: str) -> str:
 
 def _curves(results: list[ScenarioResult]) -> dict[str, list[dict[str, float]]]:
     for result in results:
-        if result.name == "scaling" and result.status == "ok":
+        if result.name == "scaling":
             return result.details.get("curves", {})
     return {}
 
