@@ -46,7 +46,9 @@ def test_json_has_every_scenario_with_numbers(quick_run) -> None:
     assert report["schema"] == "bge-siglip-bench/1" and report["quick"] is True
     assert set(report["scenarios"]) == set(NAMES) and len(NAMES) == 10
     for name, scenario in report["scenarios"].items():
-        assert scenario["status"] == "ok", (name, scenario["error"], scenario["details"].get("traceback"))
+        details = scenario["details"]
+        assert scenario["status"] == "ok", (name, scenario["error"], details.get("traceback"),
+                                            details.get("tracebacks"))
         assert scenario["measurements"], name
         for m in scenario["measurements"]:
             assert m["seconds"] and all(s > 0 for s in m["seconds"]), (name, m["label"])

@@ -7,6 +7,8 @@ through ``encode_images``. The plot of this scenario is the one to pick a batch 
 
 from __future__ import annotations
 
+from contextlib import closing
+
 from .. import data
 from ..common import ScenarioResult, interleaved, log, measured
 from ..context import BenchContext
@@ -23,8 +25,8 @@ def run(ctx: BenchContext) -> ScenarioResult:
     result = ScenarioResult(NAME, NUMBER, f"{TITLE} ({width}x{height} photos)")
     curves: dict[str, list[dict[str, float]]] = result.details.setdefault("curves", {})  # filled as measured
     for patches, (n, batch_sizes, reps) in plan.scaling.items():
-        with result.part(f"{patches} patches"):
-            vectorizer = ctx.with_patches(patches)
+        # closing: a part that fails does not leave its Vectorizer's decode threads running under the next parts
+        with result.part(f"{patches} patches"), closing(ctx.with_patches(patches)) as vectorizer:
             arrays = data.uniform_images(n, width, height, seed=7000 + patches)
             grid = vectorizer.prepare_images(arrays[:1], show_progress=False)[0]
             contenders = {
@@ -46,5 +48,4 @@ def run(ctx: BenchContext) -> ScenarioResult:
             result.details[f"patches_used_at_{patches}"] = grid.num_patches
             group = result.measurements[-len(batch_sizes):]
             result.compare(f"{patches} patches: batch {batch_sizes[-1]} / batch {batch_sizes[0]}", group[-1], group[0])
-            vectorizer.close()
     return result
