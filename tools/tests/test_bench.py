@@ -86,11 +86,15 @@ def test_json_describes_machine_model_and_checks(quick_run) -> None:
     off = [d for label, d in modes.items() if "batching off" in label]
     assert len(on) == len(off) == 3  # at 64, 256 and 1024 patches
     assert all(d["forward_passes"] == d["requests"] for d in off)  # one at a time without batching
-    for d in on:  # with it: never past the batch size the server chose, which it measured
-        assert d["batch_size_curve"] and d["chosen_batch_size"] in [p["batch_size"] for p in d["batch_size_curve"]]
-        assert d["largest_batch_requests"] <= d["chosen_batch_size"]
-        assert d["forward_passes"] >= d["requests"] / d["chosen_batch_size"]
-    assert any(d["forward_passes"] < d["requests"] for d in on) or all(d["chosen_batch_size"] == 1 for d in on)
+    for d in on:  # with it: sizes measured at start-up, then refined from every served forward (none repeated)
+        assert d["batch_size_curve"] and d["start_up_batch_size"] in [p["batch_size"] for p in d["batch_size_curve"]]
+        online = d["batch_size_online"]
+        ran = {p["batch_size"]: p["forwards"] for p in online["curve"]}
+        assert online["forwards"] == sum(ran.values()) >= d["forward_passes"]  # the warm-up's forwards too
+        assert d["largest_batch_requests"] <= max(ran) <= 64 and d["chosen_batch_size"] == online["max_batch_size"]
+        assert d["forward_passes"] >= d["requests"] / max(ran)
+    assert any(d["forward_passes"] < d["requests"] for d in on) or all(max(
+        p["batch_size"] for p in d["batch_size_online"]["curve"]) == 1 for d in on)
     offline = [d for label, d in server.items() if "offline" in label and isinstance(d, dict)]
     assert len(offline) == 3 and all(rate > 0 for d in offline for rate in d.values())
     labels = {c["label"] for c in scenarios["server"]["comparisons"]}

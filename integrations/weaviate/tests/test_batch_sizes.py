@@ -1,5 +1,6 @@
-"""The forward batch sizes the server chooses: the policy on fake throughput curves (deterministic), and one real
-start-up measurement on the tiny model (only its shape is asserted: its numbers depend on the machine's load)."""
+"""The forward batch sizes the server chooses: the start-up policy and its online refinement on fake throughput
+curves (deterministic), and one real start-up measurement on the tiny model (only its shape is asserted: its
+numbers depend on the machine's load)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import logging
 import httpx
 import pytest
 
-from bge_siglip_weaviate.batch_sizes import BatchSizes, Curve, choose_batch_size, measure_batch_sizes
+from bge_siglip_weaviate.batch_sizes import (BatchSizes, Curve, OnlineRefinement, choose_batch_size,
+                                             measure_batch_sizes)
 
 
 class FakeHardware:
@@ -145,8 +147,16 @@ def test_a_real_start_up_measures_and_reports_the_sizes(start_server, caplog) ->
     assert "forward batch sizes (measured)" in caplog.text
     # The measurement's forwards are not counted as served work.
     assert meta["encode_stats"] == {"images": 0, "texts": 0, "image_batches": 0, "text_batches": 0}
+    assert all(curve["online"] == {"max_batch_size": curve["max_batch_size"], "probing": None, "forwards": 0,
+                                   "changes": 0, "curve": []} for curve in [sizes["images"]] + sizes["texts"])
     response = httpx.post(running.url + "/vectorize", json={"texts": ["after the measurement"]}, timeout=60)
     assert response.status_code == 200
+    # That forward is the refinement's first timing, in its length bucket's curve.
+    sizes = httpx.get(running.url + "/meta").json()["server"]["batch_sizes"]
+    tokens = running.vectorizer.count_tokens(["after the measurement"])[0]
+    bucket = next(i for i, t in enumerate(sizes["texts"]) if tokens <= t["max_tokens"])
+    assert [t["online"]["forwards"] for t in sizes["texts"]] == [int(i == bucket) for i in range(len(buckets))]
+    assert sizes["texts"][bucket]["online"]["curve"] == [{"batch_size": 1, "items_per_s": None, "forwards": 1}]
 
 
 def test_a_pinned_size_is_not_measured(start_server) -> None:
@@ -154,3 +164,75 @@ def test_a_pinned_size_is_not_measured(start_server) -> None:
     sizes = httpx.get(running.url + "/meta").json()["server"]["batch_sizes"]
     assert sizes["mode"] == "pinned" and sizes["images"]["max_batch_size"] == 7 and sizes["images"]["curve"] == []
     assert [t["max_batch_size"] for t in sizes["texts"]] == [7]
+
+
+# ---------------------------------------------------------------------------------------------- online refinement
+def _serve(rates: dict[int, float], start: int, forwards: int, queue: int | None = None, ceiling: int = 64):
+    """Serve ``forwards`` forwards, each as big as the refinement allows (and the queue holds), at ``rates``."""
+    online = OnlineRefinement(start, ceiling=ceiling, margin=0.05)
+    ran = []
+    for _ in range(forwards):
+        size = online.next_size() if queue is None else min(queue, online.next_size())
+        ran.append(size)
+        online.observe(size, size / rates[size])
+    return online, ran
+
+
+def test_served_forwards_climb_past_a_start_up_curve_its_budget_cut_short() -> None:
+    # A slow host at 256 patches: the 30 s budget ended the start-up curve at batch 1, but batching gains up to 8.
+    rates = {1: 1.0, 2: 1.12, 4: 1.35, 8: 1.6, 16: 1.62, 32: 1.58, 64: 1.5}
+    online, ran = _serve(rates, start=1, forwards=20)
+    # Its own size first, then each doubling twice while it gains; 16 and 32 (two without gain) end the climb
+    # (half of 8 was timed on the way up).
+    assert ran[:12] == [1, 1, 2, 2, 4, 4, 8, 8, 16, 16, 32, 32]
+    assert ran[12:] == [8] * 8 and online.chosen == 8 and online.probing is None  # 16 is within 5% of 8
+    described = online.describe()
+    assert described["max_batch_size"] == 8 and described["forwards"] == 20 and described["changes"] == 3
+    assert [(p["batch_size"], p["forwards"]) for p in described["curve"]] == [
+        (1, 2), (2, 2), (4, 2), (8, 10), (16, 2), (32, 2)]
+
+
+def test_served_forwards_come_down_when_the_start_up_chose_too_big() -> None:
+    # Nothing gains (one noisy start-up timing chose 16): the refinement halves its way down to 1.
+    rates = {1: 1.0, 2: 1.01, 4: 1.0, 8: 0.99, 16: 0.98, 32: 0.9, 64: 0.85}
+    online, ran = _serve(rates, start=16, forwards=30)
+    assert ran[:8] == [16, 16, 32, 32, 64, 64, 8, 8]
+    assert online.chosen == 1 and ran[-4:] == [1] * 4
+
+
+def test_short_forwards_under_light_load_do_not_overrule_the_start_up_choice() -> None:
+    # One request at a time: every forward holds one item, whatever the cap. Until the chosen size (8) has run,
+    # nothing is decided and nothing is probed.
+    online, ran = _serve({1: 1.0, 8: 1.6}, start=8, forwards=10, queue=1)
+    assert ran == [1] * 10 and online.chosen == 8 and online.probing is None
+
+
+def test_neighbours_are_measured_again_once_their_timings_are_old() -> None:
+    rates = {1: 1.0, 2: 1.12, 4: 1.35, 8: 1.6, 16: 1.62, 32: 1.58, 64: 1.5}
+    online, ran = _serve(rates, start=8, forwards=130)
+    first = ran.index(16)
+    again = [i for i, size in enumerate(ran) if size == 16 and i > first + 1]
+    assert again and 100 <= again[0] - first <= 110  # _STALE_AFTER forwards later, not every forward
+    assert online.chosen == 8
+
+
+def test_a_refined_curve_still_lets_longer_texts_keep_to_the_last_buckets_tokens() -> None:
+    texts = [(16, Curve(8)), (512, Curve(2))]
+    for bound, curve in texts:
+        curve.refine_online(ceiling=64, margin=0.05, label=f"texts of <= {bound} tokens")
+    sizes = BatchSizes(Curve(1), texts, "measured", 256, text_limit=8192)
+    for _ in range(2):  # the 512-token bucket runs at its size, twice: it probes 4 next
+        sizes.observe_texts(2, 300, 1.0)
+    sizes.observe_texts(1, 2048, 5.0)  # longer than every bucket: no bucket learns from it
+    assert sizes.text_cap(300) == 4 and sizes.texts[1][1].online.forwards == 2
+    assert sizes.text_cap(1024) == 1  # 2 x 512 tokens per forward: the chosen size, not the probe
+    assert sizes.text_cap(16) == 8  # the short bucket has not run yet
+
+
+def test_the_refinement_can_be_switched_off(bge_siglip_vectorizer, server_settings) -> None:
+    settings = dict(max_batch_size=None, batch_probe_budget_s=0, adaptive_max_batch_size=4)
+    refined = measure_batch_sizes(bge_siglip_vectorizer, server_settings(**settings))
+    fixed = measure_batch_sizes(bge_siglip_vectorizer, server_settings(refine_batch_sizes=False, **settings))
+    assert refined.images.online is not None and all(curve.online for _, curve in refined.texts)
+    assert fixed.images.online is None and not any(curve.online for _, curve in fixed.texts)
+    assert fixed.describe()["images"]["online"] is None

@@ -204,6 +204,31 @@ def test_requests_beyond_the_caps_wait_for_the_next_forward_in_arrival_order(bge
         batcher.close()
 
 
+def test_served_forwards_are_timed_and_a_probe_raises_the_next_forwards_cap(bge_siglip_vectorizer,
+                                                                           server_settings) -> None:
+    # The online refinement (tests/test_batch_sizes.py has its policy): cap 2 runs twice, then the next forward may
+    # take 4 to learn what it gains, whatever the timings were.
+    images = Curve(2)
+    images.refine_online(ceiling=8, margin=0.05, label="images")
+    batcher = DynamicBatcher(bge_siglip_vectorizer, server_settings(max_wait_ms=0),
+                             sizes=BatchSizes(images, [(512, Curve(4))], "measured", 256))
+    prepared = bge_siglip_vectorizer.prepare_images([sample_image(40, 30, seed=70 + i) for i in range(8)])
+    try:
+        with batcher.hold():
+            futures = [batcher.try_admit(1).submit([], [image]) for image in prepared]
+        assert _batch_numbers(batcher, futures) == [1, 1, 2, 2, 3, 3, 3, 3]
+        online = batcher.describe()["batch_sizes"]["images"]["online"]
+        assert online["forwards"] == 3
+        assert {p["batch_size"]: p["forwards"] for p in online["curve"]} == {2: 2, 4: 1}
+        # A forward the core de-duplicated (the same image twice: one row) is no timing of a batch of 2.
+        with batcher.hold():
+            twice = [batcher.try_admit(1).submit([], [prepared[0]]) for _ in range(2)]
+        _batch_numbers(batcher, twice)
+        assert batcher.describe()["batch_sizes"]["images"]["online"]["forwards"] == 3
+    finally:
+        batcher.close()
+
+
 def test_a_full_batch_does_not_wait_for_more(start_server) -> None:
     # A batch already at its cap starts at once: with cap 1 (what a CPU that gains nothing from batching gets)
     # no request ever waits max_wait_ms for company.

@@ -14,16 +14,24 @@ from company. Their batches hold at most the tokens of the last bucket's batch (
 one text. A time budget per modality bounds the measurement: a size is only timed while the budget allows (the
 first forward, a warm-up, predicts the first size's cost); once spent, the best size measured so far is used.
 
+The start-up curve is short and taken on an idle machine: on a slow host its budget ends it after batch 2, and one
+noisy timing can put batch 2 under batch 1. So the server goes on measuring from the forwards it serves
+(:class:`OnlineRefinement`, on by default): every served forward that ran as one batch is a free timing, and the
+next forwards may be allowed a neighbouring size, to learn what it gains.
+
 :func:`choose_batch_size` is the policy alone, with the forward pass and the clock injected (tests drive it with a
 fake throughput curve); :func:`measure_batch_sizes` applies it to a loaded :class:`~bge_siglip_vectorizer.Vectorizer`.
-A pinned ``max_batch_size`` (or ``batching=False``) skips the measurement.
+A pinned ``max_batch_size`` (or ``batching=False``) skips the measurement and the refinement.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import statistics
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -33,7 +41,8 @@ from bge_siglip_vectorizer import Vectorizer
 
 from .settings import ServerSettings
 
-__all__ = ["BatchSizes", "Curve", "Point", "choose_batch_size", "measure_batch_sizes", "TEXT_BUCKETS"]
+__all__ = ["BatchSizes", "Curve", "OnlineRefinement", "Point", "choose_batch_size", "measure_batch_sizes",
+           "TEXT_BUCKETS"]
 
 logger = logging.getLogger("bge_siglip_weaviate.batch_sizes")
 
@@ -49,6 +58,119 @@ _MAX_REPEATS = 5
 #: Doubling stops after this many sizes in a row without gain: on a 2-core machine at 64 patches a single timing
 #: dip (batch 4 at 2.57/s between 2.62 and 2.99) otherwise ended the curve at batch 2, ~20% below the best.
 _PATIENCE = 2
+#: Online refinement: a size's estimate is the median items/s of its last _ONLINE_WINDOW served forwards, and counts
+#: from _ONLINE_SAMPLES on; a neighbouring size is probed again once its newest timings are _STALE_AFTER forwards old.
+_ONLINE_SAMPLES = 2
+_ONLINE_WINDOW = 5
+_STALE_AFTER = 100
+#: A change of the chosen size is logged at INFO at most this often per curve (a GPU runs hundreds of forwards a
+#: second); the others at DEBUG.
+_LOG_EVERY_S = 60.0
+
+
+class OnlineRefinement:
+    """Keeps choosing one curve's batch size from the forwards the server serves.
+
+    Each served forward that ran as one batch of ``n`` items is a timing: ``n`` / its wall time. Per size, the
+    estimate is the median of its last ``_ONLINE_WINDOW`` timings once it has ``_ONLINE_SAMPLES``; the chosen size
+    is, as at start-up, the smallest estimated size within ``margin`` of the best estimate, decided from the
+    moment the size in force has an estimate (until then the start-up choice holds). To learn what the sizes
+    around it gain, the next forward may be allowed a different size (a *probe*), in this order: none until the
+    chosen size has served estimates of its own; then up to ``_PATIENCE`` doublings above it (two, so one noisy
+    timing does not end the climb), then half of it; each until it has ``_ONLINE_SAMPLES`` timings newer than
+    ``_STALE_AFTER`` forwards. A probe only changes the limit of forwards that run anyway: under light load the
+    forwards stay as small as the queue, and nothing runs for the sake of measuring. Served forwards run while
+    requests decode beside them, so their timings are the conditions that matter, and are kept apart from the
+    start-up curve's (taken on an idle machine).
+
+    Thread-safe: the batch worker plans and observes, ``/meta`` reads :meth:`describe`.
+    """
+
+    def __init__(self, chosen: int, *, ceiling: int, margin: float, label: str = "",
+                 clock: Clock = time.monotonic) -> None:
+        self.chosen = max(1, min(chosen, ceiling))
+        self.ceiling = ceiling
+        self.margin = margin
+        self.label = label
+        self.forwards = 0  # served forwards observed (numbering the timings)
+        self.changes = 0  # times the chosen size changed
+        self._clock = clock
+        self._timings: dict[int, deque[tuple[int, float]]] = {}  # size -> (forward number, items/s), newest last
+        self._counts: dict[int, int] = {}  # size -> served forwards timed at it, all of them
+        self._probe: int | None = None
+        self._logged_at = -math.inf
+        self._lock = threading.Lock()
+
+    def next_size(self) -> int:
+        """The most items the next forward may take: the chosen size, or the size being probed."""
+        probe = self._probe
+        return self.chosen if probe is None else probe
+
+    @property
+    def probing(self) -> int | None:
+        return self._probe
+
+    def observe(self, size: int, seconds: float) -> int:
+        """Record one served forward of ``size`` items that took ``seconds``; returns the (new) chosen size."""
+        if size < 1 or seconds <= 0:
+            return self.chosen
+        with self._lock:
+            self.forwards += 1
+            self._timings.setdefault(size, deque(maxlen=_ONLINE_WINDOW)).append((self.forwards, size / seconds))
+            self._counts[size] = self._counts.get(size, 0) + 1
+            before = self.chosen
+            estimates = self._estimates()
+            # Nothing is decided before the size in force has served timings of its own: forwards kept small by a
+            # short queue must not overrule the start-up curve on their own.
+            if self.chosen in estimates:
+                best = max(estimates.values())
+                self.chosen = min(s for s, rate in estimates.items() if rate * (1 + self.margin) >= best)
+            self._probe = self._next_probe()
+            if self.chosen != before:
+                self.changes += 1
+                self._log_change(before, estimates)
+            return self.chosen
+
+    def _estimates(self) -> dict[int, float]:
+        return {size: statistics.median(rate for _, rate in timings)
+                for size, timings in self._timings.items() if len(timings) >= _ONLINE_SAMPLES}
+
+    def _fresh(self, size: int) -> bool:
+        timings = self._timings.get(size, ())
+        recent = [number for number, _ in timings if number > self.forwards - _STALE_AFTER]
+        return len(recent) >= _ONLINE_SAMPLES
+
+    def _next_probe(self) -> int | None:
+        chosen = self.chosen
+        if not self._fresh(chosen):
+            return None  # the chosen size first: probes are compared with its served timings
+        above = [min(chosen * 2**k, self.ceiling) for k in range(1, _PATIENCE + 1)]
+        below = [chosen // 2] if chosen > 1 else []
+        for size in dict.fromkeys(above + below):
+            if size != chosen and not self._fresh(size):
+                return size
+        return None
+
+    def _log_change(self, before: int, estimates: dict[int, float]) -> None:
+        now = self._clock()
+        level = logging.INFO if now - self._logged_at >= _LOG_EVERY_S else logging.DEBUG
+        if level == logging.INFO:
+            self._logged_at = now
+        curve = ", ".join(f"{s}: {rate:.3g}/s" for s, rate in sorted(estimates.items()))
+        logger.log(level, "%s: forward batch size %d -> %d from the forwards served (%s; change %d)",
+                   self.label or "batch size", before, self.chosen, curve, self.changes)
+
+    def describe(self) -> dict[str, Any]:
+        with self._lock:
+            estimates = self._estimates()
+            return {
+                "max_batch_size": self.chosen,
+                "probing": self._probe,
+                "forwards": self.forwards,
+                "changes": self.changes,
+                "curve": [{"batch_size": size, "items_per_s": round(estimates[size], 3) if size in estimates else None,
+                           "forwards": self._counts[size]} for size in sorted(self._counts)],
+            }
 
 
 @dataclass(frozen=True)
@@ -62,23 +184,45 @@ class Point:
 class Curve:
     """Throughput against batch size for one kind of input, and the size chosen from it."""
 
-    chosen: int
+    chosen: int  # from the start-up curve, then as the online refinement (if any) chooses
     points: list[Point] = field(default_factory=list)
     stopped: str = ""  # why the measurement stopped: "no gain", "budget", "ceiling", "pinned", ...
     seconds: float = 0.0  # time the measurement took
+    online: OnlineRefinement | None = field(default=None, compare=False, repr=False)
+    start_chosen: int = field(init=False)  # what the start-up curve chose
+
+    def __post_init__(self) -> None:
+        self.start_chosen = self.chosen
+
+    def refine_online(self, *, ceiling: int, margin: float, label: str) -> None:
+        """Go on choosing from the forwards the server serves (:class:`OnlineRefinement`)."""
+        self.online = OnlineRefinement(self.chosen, ceiling=ceiling, margin=margin, label=label)
+
+    @property
+    def cap(self) -> int:
+        """The most items the next forward may take (a probe of the online refinement, or the chosen size)."""
+        return self.chosen if self.online is None else self.online.next_size()
+
+    def observe(self, size: int, seconds: float) -> None:
+        """A served forward of ``size`` items took ``seconds`` (ignored without online refinement)."""
+        if self.online is not None:
+            self.chosen = self.online.observe(size, seconds)
 
     def describe(self) -> dict[str, Any]:
         return {
-            "max_batch_size": self.chosen,
+            "max_batch_size": self.chosen,  # now (refined online, if on)
+            "start_up_max_batch_size": self.start_chosen,
             "stopped": self.stopped,
             "measure_seconds": round(self.seconds, 3),
             "curve": [{"batch_size": p.batch_size, "items_per_s": round(p.items_per_s, 3),
                        "seconds": round(p.seconds, 4)} for p in self.points],
+            "online": None if self.online is None else self.online.describe(),
         }
 
     def summary(self) -> str:
         curve = ", ".join(f"{p.batch_size}: {p.items_per_s:.3g}/s" for p in self.points) or "not measured"
-        return f"{self.chosen} ({self.stopped}; {curve})"
+        refined = "" if self.online is None else "; refined online from served forwards"
+        return f"{self.start_chosen} ({self.stopped}; {curve}{refined})"
 
 
 @dataclass
@@ -99,15 +243,32 @@ class BatchSizes:
 
     @property
     def image_cap(self) -> int:
-        return self.images.chosen
+        return self.images.cap
 
     def text_cap(self, tokens: int) -> int:
         """The cap for a forward whose longest text has ``tokens`` tokens."""
-        for bound, curve in self.texts:
-            if tokens <= bound:
-                return curve.chosen
+        curve = self._text_curve(tokens)
+        if curve is not None:
+            return curve.cap
         bound, curve = self.texts[-1]
         return max(1, curve.chosen * bound // tokens)  # no more tokens in one forward than the last bucket measured
+
+    def _text_curve(self, tokens: int) -> Curve | None:
+        """The bucket's curve for a forward whose longest text has ``tokens`` tokens (None: longer than all)."""
+        for bound, curve in self.texts:
+            if tokens <= bound:
+                return curve
+        return None
+
+    def observe_images(self, count: int, seconds: float) -> None:
+        """A served forward of ``count`` images (one batch) took ``seconds``."""
+        self.images.observe(count, seconds)
+
+    def observe_texts(self, count: int, longest: int, seconds: float) -> None:
+        """A served forward of ``count`` texts, the longest ``longest`` tokens, took ``seconds``."""
+        curve = self._text_curve(longest)
+        if curve is not None:  # longer texts keep to the last bucket's tokens; their forwards teach no bucket
+            curve.observe(count, seconds)
 
     @property
     def longer_texts_max_tokens(self) -> int | None:
@@ -222,6 +383,12 @@ def measure_batch_sizes(
         spent += curve.seconds
         ceiling = curve.chosen  # longer texts gain less from batching than shorter ones
         text_curves.append((bound, curve))
+    if settings.refine_batch_sizes:
+        ceiling, margin = settings.adaptive_max_batch_size, settings.batch_gain_margin
+        image_curve.refine_online(ceiling=ceiling, margin=margin,
+                                  label=f"images at {vectorizer.max_num_patches} patches")
+        for bound, curve in text_curves:
+            curve.refine_online(ceiling=ceiling, margin=margin, label=f"texts of <= {bound} tokens")
     return BatchSizes(image_curve, text_curves, "measured", vectorizer.max_num_patches, vectorizer.text_max_length)
 
 

@@ -5,10 +5,11 @@ so the model runs with batch size 1-2 however busy the server is. Here every req
 ``/v1/embeddings`` alike) becomes a :class:`_Job` (validated texts and already patchified images,
 :class:`~bge_siglip_vectorizer.PatchedImage`: never full-size decoded images) in one FIFO queue. A single worker
 thread takes the oldest job and packs the following ones, whole and in arrival order, while they fit the forward
-batch caps (:class:`~.batch_sizes.BatchSizes`: measured at start-up from what batching gains on this hardware, or
-pinned); it waits at most ``max_wait_s`` for more unless the batch is already full. It encodes all their texts in
-one core call and all their images in another, and hands each job its own slice back, in order. A request that
-does not fit waits for the next forward.
+batch caps (:class:`~.batch_sizes.BatchSizes`: measured at start-up from what batching gains on this hardware and
+refined from the forwards it serves, or pinned); it waits at most ``max_wait_s`` for more unless the batch is
+already full. It encodes all their texts in one core call and all their images in another, times each call for
+the refinement, and hands each job its own slice back, in order. A request that does not fit waits for the next
+forward.
 
 Admission (back-pressure, :mod:`.admission`): a request is held, not refused, until its body may be buffered
 (``max_pending_body_bytes``) and its items fit in the queue (``max_queue_items``), in arrival order. A request whose
@@ -27,7 +28,7 @@ import threading
 import time
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -347,17 +348,33 @@ class DynamicBatcher:
         images = [i for job in jobs for i in job.images]
         longest = max(job.longest_text for job in jobs)
         text_vectors = (
-            self.vectorizer.encode_texts(texts, batch_size=self.sizes.text_cap(longest), show_progress=False,
-                                         allow_empty=True)
+            self._timed("texts", len(texts), lambda: self.vectorizer.encode_texts(
+                texts, batch_size=self.sizes.text_cap(longest), show_progress=False, allow_empty=True),
+                lambda seconds: self.sizes.observe_texts(len(texts), longest, seconds))
             if texts
             else np.empty((0, dim), np.float32)
         )
         image_vectors = (
-            self.vectorizer.encode_prepared(images, batch_size=self.sizes.image_cap)
+            self._timed("images", len(images), lambda: self.vectorizer.encode_prepared(
+                images, batch_size=self.sizes.image_cap), lambda seconds: self.sizes.observe_images(len(images), seconds))
             if images
             else np.empty((0, dim), np.float32)
         )
         return text_vectors, image_vectors
+
+    def _timed(self, kind: str, count: int, encode: Callable[[], np.ndarray],
+               observe: Callable[[float], None]) -> np.ndarray:
+        """Run one core call; if it ran as exactly one forward of all ``count`` items (none de-duplicated), its
+        wall time is a timing for the online refinement of the batch sizes."""
+        stats = self.vectorizer.stats
+        batches = f"{kind[:-1]}_batches"
+        before = getattr(stats, batches), getattr(stats, kind)
+        started = time.perf_counter()
+        vectors = encode()
+        seconds = time.perf_counter() - started
+        if (getattr(stats, batches) - before[0], getattr(stats, kind) - before[1]) == (1, count):
+            observe(seconds)
+        return vectors
 
 
 class _Pack:

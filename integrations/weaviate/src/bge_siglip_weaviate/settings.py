@@ -41,7 +41,8 @@ class ServerSettings(VectorizerOptions):
     (back-pressure) for as long as that leaves room, not refused early.
 
     ``max_batch_size``: ``None`` (the default) lets the server choose its forward batch sizes at start-up from what
-    batching gains on this hardware (:mod:`.batch_sizes`); a number pins one size for images and texts.
+    batching gains on this hardware, and refine them from the forwards it serves (:mod:`.batch_sizes`); a number
+    pins one size for images and texts.
     """
 
     model: str = option(help="model directory (from `bge-siglip` save/convert/train) or hub id")
@@ -68,6 +69,10 @@ class ServerSettings(VectorizerOptions):
     batch_probe_budget_s: float = option(30.0, min=0, group="cross-request batching",
                                          help="seconds the start-up measurement may take per modality; when spent, "
                                               "the best size measured so far is used")
+    refine_batch_sizes: bool = option(True, group="cross-request batching",
+                                      help="no online refinement: keep the batch sizes measured at start-up "
+                                           "(by default the server goes on measuring them from the forwards it "
+                                           "serves, and tries the neighbouring sizes under load)")
     max_wait_ms: float = option(5.0, min=0, group="cross-request batching",
                                 help="how long a batch waits for more requests once it has one (never once the "
                                      "batch is full)")

@@ -2,8 +2,9 @@
 
 The real server (``bge_siglip_weaviate.app.create_app``, uvicorn on 127.0.0.1 with the server's own config, in a
 thread of this process, sharing the loaded towers) is started twice: with batching (its default: forward batch
-sizes chosen at start-up from what batching gains on this hardware), and with ``batching=False`` (the
-``--no-batching`` mode: one request per forward round, the reference ``multi2vec-clip`` container's behaviour).
+sizes chosen at start-up from what batching gains on this hardware, then refined from the forwards it serves), and
+with ``batching=False`` (the ``--no-batching`` mode: one request per forward round, the reference
+``multi2vec-clip`` container's behaviour).
 32 concurrent clients (httpx, asyncio) each send single-image ``/vectorize`` requests, as Weaviate does during an
 import (one request per object, many in flight); every image is distinct, so nothing is de-duplicated. The clients
 run in processes of their own (one per 4 CPUs, 1 to 4), as Weaviate does, so that they measure the server and not
@@ -227,7 +228,7 @@ def _serve_and_load(ctx: BenchContext, patches: int, batching: bool, make_round:
     from bge_siglip_weaviate.settings import ServerSettings
 
     vectorizer = ctx.with_patches(patches, allow_urls=False)  # a fresh instance: its stats count only this server
-    # Batch sizes are left to the server (measured at its start-up): that is the default under test.
+    # Batch sizes are left to the server (measured at its start-up, refined online): that is the default under test.
     wanted = {"model": str(ctx.model_dir), "device": ctx.device, "max_num_patches": patches, "batching": batching,
               "max_wait_ms": 5.0, "max_queue_items": 1024,
               # The default (45 s, under Weaviate's 50 s client timeout) answers 503 to requests that wait longer
@@ -319,6 +320,15 @@ class _OfflineReference:
             self._vectorizer.close()
 
 
+def _online_summary(online: dict[str, Any] | None) -> str:
+    """The refinement's end state: the size chosen from the served forwards, and each size's forwards and rate."""
+    if not online or not online["forwards"]:
+        return ""
+    sizes = ", ".join(f"{p['batch_size']} x{p['forwards']}"
+                      + (f" {p['items_per_s']:.3g}/s" if p["items_per_s"] is not None else "") for p in online["curve"])
+    return f", refined online to {online['max_batch_size']} (served forwards: {sizes})"
+
+
 def run(ctx: BenchContext) -> ScenarioResult:
     plan = ctx.plan
     clients = plan.server_clients
@@ -336,8 +346,9 @@ def run(ctx: BenchContext) -> ScenarioResult:
     result.notes.append(
         "Cross-request batching can only gain what a bigger forward batch gains (scenario 7). On CPU cores, one "
         "256-patch image already gives matrix products big enough to keep the cores busy, so the server measures "
-        "that gain at start-up and caps its batches where it stops (often 1-4 on a CPU): bigger batches would only "
-        "add waiting (everyone in a batch waits for the whole batch)."
+        "that gain at start-up, caps its batches where it stops (often 1-8 on a CPU) and goes on measuring it from "
+        "the forwards it serves (trying the neighbouring sizes under load): bigger batches would only add waiting "
+        "(everyone in a batch waits for the whole batch)."
     )
     return result
 
@@ -388,14 +399,18 @@ def _measure(ctx: BenchContext, result: ScenarioResult, patches: int, n_rounds: 
             "worker_batches": run_["worker_batches"],
             "largest_batch_requests": run_["largest_batch_requests"],
             "chosen_batch_size": chosen["max_batch_size"],
+            "start_up_batch_size": chosen.get("start_up_max_batch_size", chosen["max_batch_size"]),
             "batch_size_curve": chosen["curve"],
             "batch_size_stopped": chosen["stopped"],
+            # The sizes the served forwards ran at and what they measured (None: not refined online).
+            "batch_size_online": chosen.get("online"),
         }
         curve = ", ".join(f"{p['batch_size']}: {p['items_per_s']:.3g}/s" for p in chosen["curve"])
+        start = chosen.get("start_up_max_batch_size", chosen["max_batch_size"])
         result.summary.append(
             f"{label.split(' (')[0]}: latency p50 {statistics.median(lat):.1f} s, p99 {percentile(lat, 99):.1f} s; "
-            f"{run_['forward_passes']} forward passes for {run_['images_encoded']} images; batch size "
-            f"{chosen['max_batch_size']} ({chosen['stopped']}{'; ' + curve if curve else ''})"
+            f"{run_['forward_passes']} forward passes for {run_['images_encoded']} images; batch size at start-up "
+            f"{start} ({chosen['stopped']}{'; ' + curve if curve else ''}){_online_summary(chosen.get('online'))}"
         )
     target = (GPU_TARGET if patches == 256 else None) if gpu else CPU_TARGET
     result.compare(f"server throughput, batching on / off, {patches} patches", rates[True], rates[False], target)
