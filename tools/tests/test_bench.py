@@ -89,12 +89,13 @@ def test_json_describes_machine_model_and_checks(quick_run) -> None:
     for d in on:  # with it: sizes measured at start-up, then refined from every served forward (none repeated)
         assert d["batch_size_curve"] and d["start_up_batch_size"] in [p["batch_size"] for p in d["batch_size_curve"]]
         online = d["batch_size_online"]
-        ran = {p["batch_size"]: p["forwards"] for p in online["curve"]}
-        assert online["forwards"] == sum(ran.values()) >= d["forward_passes"]  # the warm-up's forwards too
-        assert d["largest_batch_requests"] <= max(ran) <= 64 and d["chosen_batch_size"] == online["max_batch_size"]
-        assert d["forward_passes"] >= d["requests"] / max(ran)
-    assert any(d["forward_passes"] < d["requests"] for d in on) or all(max(
-        p["batch_size"] for p in d["batch_size_online"]["curve"]) == 1 for d in on)
+        # Every forward was observed (the warm-up's too); the sizes timed are caps it ran under, within the ceiling.
+        assert online["forwards"] >= d["forward_passes"] and online["ceiling"] == 64
+        assert all(1 <= p["batch_size"] <= 64 for p in online["curve"])
+        assert d["largest_batch_requests"] <= online["ceiling"]
+    assert any(d["forward_passes"] < d["requests"] for d in on) or all(
+        d["start_up_batch_size"] == 1 and all(p["batch_size"] == 1 for p in d["batch_size_online"]["curve"])
+        for d in on)
     offline = [d for label, d in server.items() if "offline" in label and isinstance(d, dict)]
     assert len(offline) == 3 and all(rate > 0 for d in offline for rate in d.values())
     labels = {c["label"] for c in scenarios["server"]["comparisons"]}

@@ -147,8 +147,9 @@ def test_a_real_start_up_measures_and_reports_the_sizes(start_server, caplog) ->
     assert "forward batch sizes (measured)" in caplog.text
     # The measurement's forwards are not counted as served work.
     assert meta["encode_stats"] == {"images": 0, "texts": 0, "image_batches": 0, "text_batches": 0}
-    assert all(curve["online"] == {"max_batch_size": curve["max_batch_size"], "probing": None, "forwards": 0,
-                                   "changes": 0, "curve": []} for curve in [sizes["images"]] + sizes["texts"])
+    assert all(curve["online"] == {"max_batch_size": curve["max_batch_size"], "probing": None, "ceiling": 16,
+                                   "forwards": 0, "changes": 0, "curve": []}
+               for curve in [sizes["images"]] + sizes["texts"])
     response = httpx.post(running.url + "/vectorize", json={"texts": ["after the measurement"]}, timeout=60)
     assert response.status_code == 200
     # That forward is the refinement's first timing, in its length bucket's curve.
@@ -156,7 +157,9 @@ def test_a_real_start_up_measures_and_reports_the_sizes(start_server, caplog) ->
     tokens = running.vectorizer.count_tokens(["after the measurement"])[0]
     bucket = next(i for i, t in enumerate(sizes["texts"]) if tokens <= t["max_tokens"])
     assert [t["online"]["forwards"] for t in sizes["texts"]] == [int(i == bucket) for i in range(len(buckets))]
-    assert sizes["texts"][bucket]["online"]["curve"] == [{"batch_size": 1, "items_per_s": None, "forwards": 1}]
+    # One text under a cap of several is a short forward: counted, not a timing of that size.
+    assert sizes["texts"][bucket]["online"]["curve"] == (
+        [{"batch_size": 1, "items_per_s": None, "timings": 1}] if sizes["texts"][bucket]["max_batch_size"] == 1 else [])
 
 
 def test_a_pinned_size_is_not_measured(start_server) -> None:
@@ -182,13 +185,13 @@ def test_served_forwards_climb_past_a_start_up_curve_its_budget_cut_short() -> N
     # A slow host at 256 patches: the 30 s budget ended the start-up curve at batch 1, but batching gains up to 8.
     rates = {1: 1.0, 2: 1.12, 4: 1.35, 8: 1.6, 16: 1.62, 32: 1.58, 64: 1.5}
     online, ran = _serve(rates, start=1, forwards=20)
-    # Its own size first, then each doubling twice while it gains; 16 (no gain) ends the climb: 32 would make a
+    # Its own size first, then each doubling, twice, while it gains; 16 (no gain) ends the climb: 32 would make a
     # burst wait for forwards 4x the chosen size (half of 8 was timed on the way up).
     assert ran[:10] == [1, 1, 2, 2, 4, 4, 8, 8, 16, 16]
     assert ran[10:] == [8] * 10 and online.chosen == 8 and online.probing is None  # 16 is within 5% of 8
     described = online.describe()
     assert described["max_batch_size"] == 8 and described["forwards"] == 20 and described["changes"] == 3
-    assert [(p["batch_size"], p["forwards"]) for p in described["curve"]] == [
+    assert [(p["batch_size"], p["timings"]) for p in described["curve"]] == [
         (1, 2), (2, 2), (4, 2), (8, 12), (16, 2)]
 
 
@@ -225,7 +228,8 @@ def test_a_refined_curve_still_lets_longer_texts_keep_to_the_last_buckets_tokens
         sizes.observe_texts(2, 300, 1.0)
     sizes.observe_texts(1, 2048, 5.0)  # longer than every bucket: no bucket learns from it
     assert sizes.text_cap(300) == 4 and sizes.texts[1][1].online.forwards == 2
-    assert sizes.text_cap(1024) == 1  # 2 x 512 tokens per forward: the chosen size, not the probe
+    assert sizes.text_cap(1024) == 1  # 2 x 512 tokens per forward: the start-up size, not the probe
+    assert sizes.longer_texts_max_tokens == 1024
     assert sizes.text_cap(16) == 8  # the short bucket has not run yet
 
 
@@ -236,3 +240,67 @@ def test_the_refinement_can_be_switched_off(bge_siglip_vectorizer, server_settin
     assert refined.images.online is not None and all(curve.online for _, curve in refined.texts)
     assert fixed.images.online is None and not any(curve.online for _, curve in fixed.texts)
     assert fixed.describe()["images"]["online"] is None
+
+
+def test_a_probe_the_load_does_not_fill_is_given_up() -> None:
+    # Chosen 8, never more than 10 queued: forwards under a probe of 16 hold 10, too few to time 16. After two of
+    # them the cap is 8 again (half of it is checked on the way), not 16 for good.
+    online, ran = _serve({4: 1.35, 8: 1.6, 10: 1.62}, start=8, forwards=12, queue=10)
+    assert ran == [8, 8, 10, 10, 4, 4] + [8] * 6 and online.probing is None and online.chosen == 8
+    assert [p["batch_size"] for p in online.describe()["curve"]] == [4, 8]
+
+
+def test_whole_jobs_that_fill_most_of_a_forward_are_timings_of_its_size() -> None:
+    # 3-image requests under a cap of 8 pack 6 per forward: those time the cap 8, so the refinement goes on.
+    online = OnlineRefinement(8, ceiling=64, margin=0.05)
+    for _ in range(2):
+        online.observe(6, 4.0)
+    assert online.probing == 16
+    assert online.describe()["curve"] == [{"batch_size": 8, "items_per_s": 1.5, "timings": 2}]
+
+
+def test_timings_are_scaled_to_full_length_items() -> None:
+    # A forward pads to its longest item: 2 texts of 32 tokens in the 64-token bucket are one 64-token text's work.
+    texts = [(16, Curve(4)), (64, Curve(2))]
+    for _, curve in texts:
+        curve.refine_online(ceiling=8, margin=0.05, label="texts")
+    images = Curve(2)
+    images.refine_online(ceiling=8, margin=0.05, label="images")
+    sizes = BatchSizes(images, texts, "measured", 256)
+    for _ in range(2):
+        sizes.observe_texts(2, 32, 1.0)
+        sizes.observe_images(2, 128, 1.0)  # half the patch budget
+    assert sizes.describe()["texts"][1]["online"]["curve"][0]["items_per_s"] == 1.0
+    assert sizes.describe()["images"]["online"]["curve"][0]["items_per_s"] == 1.0
+    assert sizes.describe()["texts"][0]["online"]["forwards"] == 0
+
+
+def test_a_probe_whose_forward_fails_ends_the_climb() -> None:
+    # A bigger batch than ever ran can run out of memory: the ceiling comes down to the size that works.
+    online = OnlineRefinement(4, ceiling=64, margin=0.05)
+    online.observe(4, 4.0)
+    online.observe(4, 4.0)
+    assert online.next_size() == 8
+    online.failed()
+    assert online.ceiling == 4 and online.probing == 2  # half of it is still checked
+    for _ in range(300):
+        size = online.next_size()
+        assert size <= 4
+        online.observe(size, size / {1: 0.5, 2: 0.8, 4: 1.0}[size])
+    assert online.chosen == 4
+
+
+def test_changes_are_logged_at_info_at_most_once_a_minute_and_the_size_in_force_is_not_lost(caplog) -> None:
+    now = [0.0]
+    online = OnlineRefinement(1, ceiling=64, margin=0.05, label="images at 256 patches", clock=lambda: now[0])
+    rates = {1: 1.0, 2: 1.5, 4: 2.5, 8: 2.6}
+    with caplog.at_level(logging.DEBUG, logger="bge_siglip_weaviate.batch_sizes"):
+        for _ in range(8):  # 1 -> 2 -> 4 within the same minute; 8 gains < 5% over 4
+            size = online.next_size()
+            online.observe(size, size / rates[size])
+        now[0] = 61.0
+        online.observe(4, 4 / rates[4])
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "bge_siglip_weaviate.batch_sizes"]
+    assert [(level, "1 -> 2" in text, "2 -> 4" in text, "now 4" in text) for level, text in lines] == [
+        (logging.INFO, True, False, False), (logging.DEBUG, False, True, False), (logging.INFO, False, False, True)]
+    assert lines[0][1].startswith("images at 256 patches: forward batch size 1 -> 2 from the forwards served")

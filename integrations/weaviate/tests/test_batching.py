@@ -219,7 +219,7 @@ def test_served_forwards_are_timed_and_a_probe_raises_the_next_forwards_cap(bge_
         assert _batch_numbers(batcher, futures) == [1, 1, 2, 2, 3, 3, 3, 3]
         online = batcher.describe()["batch_sizes"]["images"]["online"]
         assert online["forwards"] == 3
-        assert {p["batch_size"]: p["forwards"] for p in online["curve"]} == {2: 2, 4: 1}
+        assert {p["batch_size"]: p["timings"] for p in online["curve"]} == {2: 2, 4: 1}
         # A forward the core de-duplicated (the same image twice: one row) is no timing of a batch of 2.
         with batcher.hold():
             twice = [batcher.try_admit(1).submit([], [prepared[0]]) for _ in range(2)]
@@ -227,6 +227,38 @@ def test_served_forwards_are_timed_and_a_probe_raises_the_next_forwards_cap(bge_
         assert batcher.describe()["batch_sizes"]["images"]["online"]["forwards"] == 3
     finally:
         batcher.close()
+
+
+def test_a_probe_whose_forward_fails_is_retried_in_halves_and_not_tried_again(tmp_path, server_settings) -> None:
+    # Forwards of more than 2 images fail here (as a batch too big for the memory would): the probe of 4 fails,
+    # its requests are answered from two forwards of 2, and the refinement climbs no higher than 2.
+    from bge_siglip_vectorizer.testing import make_tiny_model
+
+    vectorizer = Vectorizer.from_pretrained(make_tiny_model(tmp_path / "model"), device="cpu")
+    encode = vectorizer.encode_prepared
+
+    def small_only(images, batch_size=32):
+        if len(images) > 2:
+            raise MemoryError(f"no room for {len(images)} images")
+        return encode(images, batch_size=batch_size)
+
+    vectorizer.encode_prepared = small_only  # type: ignore[method-assign]
+    images = Curve(2)
+    images.refine_online(ceiling=8, margin=0.05, label="images")
+    batcher = DynamicBatcher(vectorizer, server_settings(max_wait_ms=0),
+                             sizes=BatchSizes(images, [(512, Curve(4))], "measured", 256))
+    prepared = vectorizer.prepare_images([sample_image(40, 30, seed=90 + i) for i in range(12)])
+    try:
+        with batcher.hold():
+            futures = [batcher.try_admit(1).submit([], [image]) for image in prepared]
+        vectors = [future.result(60)[1][0] for future in futures]
+        assert np.allclose(vectors, encode(prepared, batch_size=1), atol=1e-5)
+        online = batcher.describe()["batch_sizes"]["images"]["online"]
+        assert online["ceiling"] == 2 and batcher.stats.failed == 0
+        assert max(p["batch_size"] for p in online["curve"]) <= 2
+    finally:
+        batcher.close()
+        vectorizer.close()
 
 
 def test_a_full_batch_does_not_wait_for_more(start_server) -> None:

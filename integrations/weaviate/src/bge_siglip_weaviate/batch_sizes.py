@@ -10,14 +10,15 @@ within that margin of the best measured. Texts are measured the same way per
 token-length bucket (a 512-token text is ~30x the work of a 16-token one, so it gains less from company); a longer
 bucket never tries more than the cap of the shorter one. Texts longer than the last bucket (BGE-M3 takes 8192
 tokens) are not measured: one forward of 8192 tokens takes ~100 s on 2 CPU cores, and longer texts only gain less
-from company. Their batches hold at most the tokens of the last bucket's batch (its cap x its bound), and at least
-one text. A time budget per modality bounds the measurement: a size is only timed while the budget allows (the
+from company. Their batches hold at most the tokens of the last bucket's start-up batch (its cap x its bound), and
+at least one text. A time budget per modality bounds the measurement: a size is only timed while the budget allows (the
 first forward, a warm-up, predicts the first size's cost); once spent, the best size measured so far is used.
 
 The start-up curve is short and taken on an idle machine: on a slow host its budget ends it after batch 2, and one
 noisy timing can put batch 2 under batch 1. So the server goes on measuring from the forwards it serves
 (:class:`OnlineRefinement`, on by default): every served forward that ran as one batch is a free timing, and the
-next forwards may be allowed a neighbouring size, to learn what it gains.
+next forwards may be allowed a neighbouring size, to learn what it gains. Each text bucket learns from its own
+forwards (the start-up rule that a longer bucket tries no more than a shorter one's cap only saves start-up time).
 
 :func:`choose_batch_size` is the policy alone, with the forward pass and the clock injected (tests drive it with a
 fake throughput curve); :func:`measure_batch_sizes` applies it to a loaded :class:`~bge_siglip_vectorizer.Vectorizer`.
@@ -58,8 +59,8 @@ _MAX_REPEATS = 5
 #: Doubling stops after this many sizes in a row without gain: on a 2-core machine at 64 patches a single timing
 #: dip (batch 4 at 2.57/s between 2.62 and 2.99) otherwise ended the curve at batch 2, ~20% below the best.
 _PATIENCE = 2
-#: Online refinement: a size's estimate is the median items/s of its last _ONLINE_WINDOW served forwards, and counts
-#: from _ONLINE_SAMPLES on; a neighbouring size is probed again once its newest timings are _STALE_AFTER forwards old.
+#: Online refinement: a size's estimate is the median of its timings among the last _ONLINE_WINDOW, counting those
+#: from the last _STALE_AFTER served forwards, once it has _ONLINE_SAMPLES of them; older ones are measured again.
 _ONLINE_SAMPLES = 2
 _ONLINE_WINDOW = 5
 _STALE_AFTER = 100
@@ -67,27 +68,33 @@ _STALE_AFTER = 100
 #: requests wait for a forward 4x the chosen one (on 2 cores at 256 patches, probing 16 above a chosen 4 moved the
 #: p50 of a 32-request burst from 15 to 18 s). The start-up curve, on synthetic inputs, keeps its patience of 2.
 _ONLINE_PATIENCE = 1
+#: A forward is a timing of the size in force if it held at least this share of it (jobs are packed whole, so 3-item
+#: jobs fill 6 of 8); a shorter one ran at what the queue held and says little about that size.
+_FULL_SHARE = 0.75
 #: A change of the chosen size is logged at INFO at most this often per curve (a GPU runs hundreds of forwards a
-#: second); the others at DEBUG.
+#: second); in between at DEBUG, and the size then in force at INFO once the interval is over.
 _LOG_EVERY_S = 60.0
 
 
 class OnlineRefinement:
     """Keeps choosing one curve's batch size from the forwards the server serves.
 
-    Each served forward that ran as one batch of ``n`` items is a timing: ``n`` / its wall time. Per size, the
-    estimate is the median of its last ``_ONLINE_WINDOW`` timings once it has ``_ONLINE_SAMPLES``; the chosen size
-    is, as at start-up, the smallest estimated size within ``margin`` of the best estimate, decided from the
-    moment the size in force has an estimate (until then the start-up choice holds). To learn what the sizes
-    around it gain, the next forward may be allowed a different size (a *probe*), in this order: none until the
-    chosen size has served estimates of its own; then twice the chosen size (``_ONLINE_PATIENCE``: while each
-    doubling gains, the climb goes on), then half of it; each until it has ``_ONLINE_SAMPLES`` timings newer than
-    ``_STALE_AFTER`` forwards. A probe only changes the limit of forwards that run anyway: under light load the
-    forwards stay as small as the queue, and nothing runs for the sake of measuring. Served forwards run while
-    requests decode beside them, so their timings are the conditions that matter, and are kept apart from the
-    start-up curve's (taken on an idle machine).
+    A served forward that ran as one batch and held at least ``_FULL_SHARE`` of the size in force is a timing of
+    that size: items per second, scaled to full-length items (``scale``: padded length / the curve's length, since
+    a forward pads to its longest item). Per size, the estimate is the median of its recent timings (the last
+    ``_ONLINE_WINDOW``, from the last ``_STALE_AFTER`` forwards) once it has ``_ONLINE_SAMPLES``. The chosen size
+    is, as at start-up, the smallest estimated size within ``margin`` of the best estimate, decided only while
+    the size in force has an estimate (until then the start-up choice holds).
 
-    Thread-safe: the batch worker plans and observes, ``/meta`` reads :meth:`describe`.
+    To learn what the sizes around it gain, the next forward may be allowed another size (a *probe*): twice the
+    chosen size (``_ONLINE_PATIENCE``; while each doubling gains, the climb goes on), then half of it, each until it
+    has an estimate. A probe only changes the limit of forwards that run anyway, and nothing runs for the sake of
+    measuring: a probe the queue does not fill (``_ONLINE_SAMPLES`` short forwards under it) is given up, and under
+    light load forwards stay as small as the queue and are no timings. A forward that fails under a probe above
+    the chosen size (out of memory, say) ends the climb there: the ceiling comes down to the chosen size.
+
+    Served forwards run while requests decode beside them, so their timings are kept apart from the start-up curve
+    (taken on an idle machine). Thread-safe: the batch worker plans and observes, ``/meta`` reads :meth:`describe`.
     """
 
     def __init__(self, chosen: int, *, ceiling: int, margin: float, label: str = "",
@@ -96,13 +103,16 @@ class OnlineRefinement:
         self.ceiling = ceiling
         self.margin = margin
         self.label = label
-        self.forwards = 0  # served forwards observed (numbering the timings)
+        self.forwards = 0  # served forwards observed, timings or not (the clock timings age by)
         self.changes = 0  # times the chosen size changed
         self._clock = clock
         self._timings: dict[int, deque[tuple[int, float]]] = {}  # size -> (forward number, items/s), newest last
-        self._counts: dict[int, int] = {}  # size -> served forwards timed at it, all of them
+        self._counts: dict[int, int] = {}  # size -> timings taken at it, all of them
+        self._given_up: dict[int, int] = {}  # probed size -> forward number it was given up at (not filled)
         self._probe: int | None = None
+        self._short = 0  # short forwards under the current probe
         self._logged_at = -math.inf
+        self._unlogged = False  # a change logged at DEBUG only
         self._lock = threading.Lock()
 
     def next_size(self) -> int:
@@ -114,55 +124,76 @@ class OnlineRefinement:
     def probing(self) -> int | None:
         return self._probe
 
-    def observe(self, size: int, seconds: float) -> int:
-        """Record one served forward of ``size`` items that took ``seconds``; returns the (new) chosen size."""
+    def observe(self, size: int, seconds: float, scale: float = 1.0) -> int:
+        """Record a served forward of ``size`` items (one batch) that took ``seconds``; returns the chosen size."""
         if size < 1 or seconds <= 0:
             return self.chosen
         with self._lock:
             self.forwards += 1
-            self._timings.setdefault(size, deque(maxlen=_ONLINE_WINDOW)).append((self.forwards, size / seconds))
-            self._counts[size] = self._counts.get(size, 0) + 1
-            before = self.chosen
-            estimates = self._estimates()
-            # Nothing is decided before the size in force has served timings of its own: forwards kept small by a
-            # short queue must not overrule the start-up curve on their own.
-            if self.chosen in estimates:
-                best = max(estimates.values())
-                self.chosen = min(s for s, rate in estimates.items() if rate * (1 + self.margin) >= best)
-            self._probe = self._next_probe()
-            if self.chosen != before:
-                self.changes += 1
-                self._log_change(before, estimates)
+            cap = self.next_size()
+            if size >= _FULL_SHARE * cap:
+                timings = self._timings.setdefault(cap, deque(maxlen=_ONLINE_WINDOW))
+                timings.append((self.forwards, size * scale / seconds))
+                self._counts[cap] = self._counts.get(cap, 0) + 1
+            elif self._probe is not None:
+                self._short += 1
+                if self._short >= _ONLINE_SAMPLES:  # the load does not fill it: try it again when others go stale
+                    self._given_up[self._probe] = self.forwards
+            self._decide()
             return self.chosen
 
+    def failed(self) -> None:
+        """A forward under the current limit failed: if it was a probe above the chosen size, climb no higher."""
+        with self._lock:
+            if self._probe is not None and self._probe > self.chosen:
+                logger.warning("%s: a forward of up to %d items failed; forward batches stay at most %d",
+                               self.label or "batch size", self._probe, self.chosen)
+                self.ceiling = self.chosen
+            self._decide()
+
+    def _decide(self) -> None:
+        before = self.chosen
+        estimates = self._estimates()
+        if self.chosen in estimates:  # short forwards alone never overrule the start-up choice
+            best = max(estimates.values())
+            self.chosen = min(s for s, rate in estimates.items() if rate * (1 + self.margin) >= best)
+        probe = self._next_probe(estimates)
+        if probe != self._probe:
+            self._probe, self._short = probe, 0
+        if self.chosen != before:
+            self.changes += 1
+            self._log(f"forward batch size {before} -> {self.chosen}", estimates)
+        elif self._unlogged and self._clock() - self._logged_at >= _LOG_EVERY_S:
+            self._log(f"forward batch size now {self.chosen}", estimates)
+
     def _estimates(self) -> dict[int, float]:
-        return {size: statistics.median(rate for _, rate in timings)
-                for size, timings in self._timings.items() if len(timings) >= _ONLINE_SAMPLES}
+        recent = {size: [rate for number, rate in timings if number > self.forwards - _STALE_AFTER]
+                  for size, timings in self._timings.items()}
+        return {size: statistics.median(rates) for size, rates in recent.items()
+                if len(rates) >= _ONLINE_SAMPLES and size <= self.ceiling}
 
-    def _fresh(self, size: int) -> bool:
-        timings = self._timings.get(size, ())
-        recent = [number for number, _ in timings if number > self.forwards - _STALE_AFTER]
-        return len(recent) >= _ONLINE_SAMPLES
-
-    def _next_probe(self) -> int | None:
+    def _next_probe(self, estimates: dict[int, float]) -> int | None:
         chosen = self.chosen
-        if not self._fresh(chosen):
+        if chosen not in estimates:
             return None  # the chosen size first: probes are compared with its served timings
         above = [min(chosen * 2**k, self.ceiling) for k in range(1, _ONLINE_PATIENCE + 1)]
         below = [chosen // 2] if chosen > 1 else []
         for size in dict.fromkeys(above + below):
-            if size != chosen and not self._fresh(size):
+            given_up = self._given_up.get(size)
+            recently_given_up = given_up is not None and given_up > self.forwards - _STALE_AFTER
+            if size != chosen and size not in estimates and not recently_given_up:
                 return size
         return None
 
-    def _log_change(self, before: int, estimates: dict[int, float]) -> None:
+    def _log(self, what: str, estimates: dict[int, float]) -> None:
         now = self._clock()
-        level = logging.INFO if now - self._logged_at >= _LOG_EVERY_S else logging.DEBUG
-        if level == logging.INFO:
+        info = now - self._logged_at >= _LOG_EVERY_S
+        if info:
             self._logged_at = now
+        self._unlogged = not info
         curve = ", ".join(f"{s}: {rate:.3g}/s" for s, rate in sorted(estimates.items()))
-        logger.log(level, "%s: forward batch size %d -> %d from the forwards served (%s; change %d)",
-                   self.label or "batch size", before, self.chosen, curve, self.changes)
+        logger.log(logging.INFO if info else logging.DEBUG, "%s: %s from the forwards served (%s; %d changes)",
+                   self.label or "batch size", what, curve, self.changes)
 
     def describe(self) -> dict[str, Any]:
         with self._lock:
@@ -170,10 +201,11 @@ class OnlineRefinement:
             return {
                 "max_batch_size": self.chosen,
                 "probing": self._probe,
+                "ceiling": self.ceiling,
                 "forwards": self.forwards,
                 "changes": self.changes,
                 "curve": [{"batch_size": size, "items_per_s": round(estimates[size], 3) if size in estimates else None,
-                           "forwards": self._counts[size]} for size in sorted(self._counts)],
+                           "timings": self._counts[size]} for size in sorted(self._counts)],
             }
 
 
@@ -207,10 +239,15 @@ class Curve:
         """The most items the next forward may take (a probe of the online refinement, or the chosen size)."""
         return self.chosen if self.online is None else self.online.next_size()
 
-    def observe(self, size: int, seconds: float) -> None:
+    def observe(self, size: int, seconds: float, scale: float = 1.0) -> None:
         """A served forward of ``size`` items took ``seconds`` (ignored without online refinement)."""
         if self.online is not None:
-            self.chosen = self.online.observe(size, seconds)
+            self.chosen = self.online.observe(size, seconds, scale)
+
+    def failed(self) -> None:
+        if self.online is not None:
+            self.online.failed()
+            self.chosen = self.online.chosen
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -255,7 +292,7 @@ class BatchSizes:
         if curve is not None:
             return curve.cap
         bound, curve = self.texts[-1]
-        return max(1, curve.chosen * bound // tokens)  # no more tokens in one forward than the last bucket measured
+        return max(1, curve.start_chosen * bound // tokens)  # no more tokens than the last bucket's start-up batch
 
     def _text_curve(self, tokens: int) -> Curve | None:
         """The bucket's curve for a forward whose longest text has ``tokens`` tokens (None: longer than all)."""
@@ -264,21 +301,35 @@ class BatchSizes:
                 return curve
         return None
 
-    def observe_images(self, count: int, seconds: float) -> None:
-        """A served forward of ``count`` images (one batch) took ``seconds``."""
-        self.images.observe(count, seconds)
+    def observe_images(self, count: int, longest: int, seconds: float) -> None:
+        """A served forward of ``count`` images (one batch, padded to ``longest`` patches) took ``seconds``."""
+        self.images.observe(count, seconds, scale=longest / self.patches if self.patches else 1.0)
 
     def observe_texts(self, count: int, longest: int, seconds: float) -> None:
         """A served forward of ``count`` texts, the longest ``longest`` tokens, took ``seconds``."""
         curve = self._text_curve(longest)
         if curve is not None:  # longer texts keep to the last bucket's tokens; their forwards teach no bucket
-            curve.observe(count, seconds)
+            bound = next(b for b, c in self.texts if c is curve)
+            # Timed as texts of the bucket's length: the forward pads to its longest text.
+            curve.observe(count, seconds, scale=longest / bound if math.isfinite(bound) else 1.0)
+
+    def images_failed(self) -> None:
+        """A forward of images failed: a size being probed above the chosen one is not tried again."""
+        self.images.failed()
+
+    def texts_failed(self, longest: int) -> None:
+        curve = self._text_curve(longest)
+        if curve is not None:
+            curve.failed()
 
     @property
     def longer_texts_max_tokens(self) -> int | None:
-        """The most tokens one forward of texts longer than every bucket holds (None: no such texts)."""
+        """The most tokens one forward of texts longer than every bucket holds (None: no such texts).
+
+        From the start-up choice: their forwards are never timed (an 8192-token forward takes ~100 s on 2 CPU
+        cores), so the refinement of the last bucket does not widen them."""
         bound, curve = self.texts[-1]
-        return None if math.isinf(bound) or bound >= self.text_limit else curve.chosen * bound
+        return None if math.isinf(bound) or bound >= self.text_limit else curve.start_chosen * bound
 
     @property
     def largest(self) -> int:

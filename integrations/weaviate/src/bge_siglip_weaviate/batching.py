@@ -347,30 +347,38 @@ class DynamicBatcher:
         texts = [t for job in jobs for t in job.texts]
         images = [i for job in jobs for i in job.images]
         longest = max(job.longest_text for job in jobs)
+        sizes = self.sizes
         text_vectors = (
             self._timed("texts", len(texts), lambda: self.vectorizer.encode_texts(
-                texts, batch_size=self.sizes.text_cap(longest), show_progress=False, allow_empty=True),
-                lambda seconds: self.sizes.observe_texts(len(texts), longest, seconds))
+                texts, batch_size=sizes.text_cap(longest), show_progress=False, allow_empty=True),
+                lambda seconds: sizes.observe_texts(len(texts), longest, seconds),
+                lambda: sizes.texts_failed(longest))
             if texts
             else np.empty((0, dim), np.float32)
         )
+        longest_image = max((image.num_patches for image in images), default=0)
         image_vectors = (
             self._timed("images", len(images), lambda: self.vectorizer.encode_prepared(
-                images, batch_size=self.sizes.image_cap), lambda seconds: self.sizes.observe_images(len(images), seconds))
+                images, batch_size=sizes.image_cap), lambda seconds: sizes.observe_images(
+                len(images), longest_image, seconds), sizes.images_failed)
             if images
             else np.empty((0, dim), np.float32)
         )
         return text_vectors, image_vectors
 
-    def _timed(self, kind: str, count: int, encode: Callable[[], np.ndarray],
-               observe: Callable[[float], None]) -> np.ndarray:
+    def _timed(self, kind: str, count: int, encode: Callable[[], np.ndarray], observe: Callable[[float], None],
+               failed: Callable[[], None]) -> np.ndarray:
         """Run one core call; if it ran as exactly one forward of all ``count`` items (none de-duplicated), its
-        wall time is a timing for the online refinement of the batch sizes."""
+        wall time is a timing for the online refinement of the batch sizes. A failure is reported to it too."""
         stats = self.vectorizer.stats
         batches = f"{kind[:-1]}_batches"
         before = getattr(stats, batches), getattr(stats, kind)
         started = time.perf_counter()
-        vectors = encode()
+        try:
+            vectors = encode()
+        except Exception:
+            failed()
+            raise
         seconds = time.perf_counter() - started
         if (getattr(stats, batches) - before[0], getattr(stats, kind) - before[1]) == (1, count):
             observe(seconds)

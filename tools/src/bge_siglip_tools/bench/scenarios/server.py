@@ -324,9 +324,10 @@ def _online_summary(online: dict[str, Any] | None) -> str:
     """The refinement's end state: the size chosen from the served forwards, and each size's forwards and rate."""
     if not online or not online["forwards"]:
         return ""
-    sizes = ", ".join(f"{p['batch_size']} x{p['forwards']}"
+    sizes = ", ".join(f"{p['batch_size']} x{p['timings']}"
                       + (f" {p['items_per_s']:.3g}/s" if p["items_per_s"] is not None else "") for p in online["curve"])
-    return f", refined online to {online['max_batch_size']} (served forwards: {sizes})"
+    return (f", refined online to {online['max_batch_size']} after {online['forwards']} forwards (timings by size "
+            f"in force: {sizes or 'none'})")
 
 
 def run(ctx: BenchContext) -> ScenarioResult:
