@@ -204,14 +204,19 @@ def test_requests_beyond_the_caps_wait_for_the_next_forward_in_arrival_order(bge
         batcher.close()
 
 
+def _refining_batcher(vectorizer: Vectorizer, server_settings) -> DynamicBatcher:
+    """A batcher whose image cap starts at 2 and is refined online (up to 8); texts fixed at 4."""
+    images = Curve(2)
+    images.refine_online(ceiling=8, margin=0.05, label="images")
+    return DynamicBatcher(vectorizer, server_settings(max_wait_ms=0),
+                          sizes=BatchSizes(images, [(512, Curve(4))], "measured", 256))
+
+
 def test_served_forwards_are_timed_and_a_probe_raises_the_next_forwards_cap(bge_siglip_vectorizer,
                                                                            server_settings) -> None:
     # The online refinement (tests/test_batch_sizes.py has its policy): cap 2 runs twice, then the next forward may
     # take 4 to learn what it gains, whatever the timings were.
-    images = Curve(2)
-    images.refine_online(ceiling=8, margin=0.05, label="images")
-    batcher = DynamicBatcher(bge_siglip_vectorizer, server_settings(max_wait_ms=0),
-                             sizes=BatchSizes(images, [(512, Curve(4))], "measured", 256))
+    batcher = _refining_batcher(bge_siglip_vectorizer, server_settings)
     prepared = bge_siglip_vectorizer.prepare_images([sample_image(40, 30, seed=70 + i) for i in range(8)])
     try:
         with batcher.hold():
@@ -243,10 +248,7 @@ def test_a_probe_whose_forward_fails_is_retried_in_halves_and_not_tried_again(tm
         return encode(images, batch_size=batch_size)
 
     vectorizer.encode_prepared = small_only  # type: ignore[method-assign]
-    images = Curve(2)
-    images.refine_online(ceiling=8, margin=0.05, label="images")
-    batcher = DynamicBatcher(vectorizer, server_settings(max_wait_ms=0),
-                             sizes=BatchSizes(images, [(512, Curve(4))], "measured", 256))
+    batcher = _refining_batcher(vectorizer, server_settings)
     prepared = vectorizer.prepare_images([sample_image(40, 30, seed=90 + i) for i in range(12)])
     try:
         with batcher.hold():
