@@ -175,6 +175,23 @@ def test_the_same_queue_and_limits_as_vectorize(start_server, wait_for, bge_sigl
     assert (meta["worker_batches"], meta["encode_stats"]["text_batches"]) == (1, 1)  # one forward for both
 
 
+def test_openai_requests_wait_for_the_next_forward_beyond_the_batch_size(start_server, wait_for,
+                                                                        bge_siglip_vectorizer) -> None:
+    running = start_server(max_batch_size=2)
+    texts = [f"request {i}" for i in range(5)]
+    with ThreadPoolExecutor(len(texts)) as pool, running.batcher.hold():
+        futures = []
+        for queued, text in enumerate(texts, 1):  # one at a time, so they queue in this order
+            futures.append(pool.submit(httpx.post, running.url + "/v1/embeddings",
+                                       json={"model": "bge-siglip", "input": text}, timeout=60))
+            wait_for(lambda: running.batcher.queued_requests == queued, what=f"request {queued} queued")
+    vectors = [future.result().json()["data"][0]["embedding"] for future in futures]
+    np.testing.assert_allclose(vectors, bge_siglip_vectorizer.encode_texts(texts), atol=1e-5)
+    meta = httpx.get(running.url + "/meta").json()["server"]
+    assert (meta["worker_batches"], meta["largest_batch_requests"]) == (3, 2)  # 2 + 2 + 1, never 5 at once
+    assert meta["encode_stats"]["text_batches"] == 3
+
+
 def test_api_key_as_bearer(start_server) -> None:
     running = start_server(api_key="s3cret")
     with openai.OpenAI(base_url=running.url + "/v1", api_key="wrong", max_retries=0) as wrong:
