@@ -20,7 +20,6 @@ import gc
 import shutil
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Sequence
 
@@ -126,10 +125,8 @@ def run(args: argparse.Namespace) -> int:
             try:
                 result = module.run(ctx)
             except Exception as exc:  # noqa: BLE001 - one broken scenario must not lose the others' numbers
-                result = ScenarioResult(name, module.NUMBER, module.TITLE, status="error",
-                                        error=f"{type(exc).__name__}: {exc}")
-                result.details["traceback"] = traceback.format_exc()
-                log(f"{name} failed: {result.error}")
+                result = ScenarioResult(name, module.NUMBER, module.TITLE)
+                result.record_error(exc)
             result.duration_s = time.perf_counter() - scenario_started
             result.details["foreign_cpu_share_before"] = quiet
             log(f"{name} took {result.duration_s:.0f} s")

@@ -169,11 +169,16 @@ class ScenarioResult:
         try:
             yield
         except Exception as exc:  # noqa: BLE001 - a later part failing must not lose the earlier parts' numbers
-            message = f"{label}: {type(exc).__name__}: {exc}"
-            self.status = "error"
-            self.error = message if self.error is None else f"{self.error}; {message}"
-            self.details.setdefault("tracebacks", {})[label] = traceback.format_exc()
-            log(f"{self.name}, {message}")
+            self.record_error(exc, label)
+
+    def record_error(self, exc: BaseException, part: str | None = None) -> None:
+        """Mark the scenario failed by ``exc``, raised in ``part`` (``None``: the scenario as a whole). Errors add
+        up in ``error``; each traceback is kept in ``details["tracebacks"]`` under its part (or ``"scenario"``)."""
+        message = f"{type(exc).__name__}: {exc}" if part is None else f"{part}: {type(exc).__name__}: {exc}"
+        self.status = "error"
+        self.error = message if self.error is None else f"{self.error}; {message}"
+        self.details.setdefault("tracebacks", {})[part or "scenario"] = "".join(traceback.format_exception(exc))
+        log(f"{self.name}, {message}")
 
     def to_json(self) -> dict[str, Any]:
         return {
