@@ -174,7 +174,9 @@ class ScenarioResult:
     def record_error(self, exc: BaseException, part: str | None = None) -> None:
         """Mark the scenario failed by ``exc``, raised in ``part`` (``None``: the scenario as a whole). Errors add
         up in ``error``; each traceback is kept in ``details["tracebacks"]`` under its part (or ``"scenario"``)."""
-        message = f"{type(exc).__name__}: {exc}" if part is None else f"{part}: {type(exc).__name__}: {exc}"
+        message = f"{type(exc).__name__}: {exc}"
+        if part is not None:
+            message = f"{part}: {message}"
         self.status = "error"
         self.error = message if self.error is None else f"{self.error}; {message}"
         self.details.setdefault("tracebacks", {})[part or "scenario"] = "".join(traceback.format_exception(exc))
